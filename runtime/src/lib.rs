@@ -1,0 +1,1 @@
+//! lucid: an OCI container runtime that shows its work.
