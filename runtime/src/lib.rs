@@ -1,1 +1,22 @@
 //! lucid: an OCI container runtime that shows its work.
+//!
+//! The library holds everything the `lucid` binary does; `main.rs` only parses
+//! the command line (in [`cli`]) and reports errors. The dependency arrows run
+//! one way: CLI → [`container`] (one file per lifecycle operation) → the
+//! concerns ([`spec`], [`state`], [`cgroups`], [`namespaces`], [`rootfs`],
+//! [`process`], [`hooks`]).
+
+pub mod cgroups;
+pub mod cli;
+pub mod container;
+pub mod error;
+pub mod hooks;
+pub mod logging;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod signals;
+pub mod spec;
+pub mod state;
+
+pub use error::{Error, Result};

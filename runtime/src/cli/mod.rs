@@ -1,0 +1,289 @@
+//! The command line, runc-compatible: parsed once here into plain settings
+//! that the lifecycle operations take. Nothing below this module sees clap.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::container;
+use crate::logging::LogFormat;
+
+/// lucid: an OCI container runtime that shows its work.
+#[derive(Debug, Parser)]
+#[command(name = "lucid", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Directory for the state of containers.
+    #[arg(long, global = true, default_value = "/run/lucid", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Write log lines to this file instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Format of log lines.
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormatArg,
+    /// Log debug lines too.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Manage cgroups through systemd (not supported: lucid writes cgroupfs).
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// `time="…" level=… msg="…"`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `list --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ListFormat {
+    /// runc's table.
+    Table,
+    /// A JSON array of states.
+    Json,
+}
+
+/// Flags shared by `create` and `run`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The bundle directory (holding config.json).
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Unix socket to send the pty master to (terminal containers).
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Unix socket to send a pidfd of the init process to.
+    #[arg(long = "pidfd-socket", value_name = "PATH")]
+    pub pidfd_socket: Option<PathBuf>,
+    /// File to write the init process's pid to.
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root (for ramdisk roots).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not give the container a new session keyring.
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass this many descriptors (from 3 up) to the container's process.
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
+    pub preserve_fds: u32,
+    /// The container ID.
+    pub id: String,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container, stopped before its process runs.
+    Create(CreateArgs),
+    /// Start the process of a created container.
+    Start {
+        /// The container ID.
+        id: String,
+    },
+    /// Create and start a container; in the foreground, wait for it and exit with its code.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once the container started.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container after it exits (delete it later).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a container's state as JSON.
+    State {
+        /// The container ID.
+        id: String,
+    },
+    /// Send a signal to a container's init process (SIGTERM by default).
+    Kill {
+        /// Send it to every process of the container.
+        #[arg(short, long)]
+        all: bool,
+        /// The container ID.
+        id: String,
+        /// A signal name (KILL, SIGKILL) or number.
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container and everything it holds.
+    Delete {
+        /// Kill and delete a container that still runs.
+        #[arg(short, long)]
+        force: bool,
+        /// The container ID.
+        id: String,
+    },
+    /// List containers.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        /// Print only the IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Write a default config.json for a bundle.
+    Spec {
+        /// The bundle directory to write it in.
+        #[arg(short, long, default_value = ".", value_name = "DIR")]
+        bundle: PathBuf,
+        /// Make a configuration for a container run by an unprivileged user.
+        #[arg(long)]
+        rootless: bool,
+    },
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+fn create_options(args: &CreateArgs) -> anyhow::Result<container::create::CreateOptions> {
+    if args.console_socket.is_some() {
+        bail!("--console-socket: terminals are not supported by this version of lucid");
+    }
+    if args.pidfd_socket.is_some() {
+        bail!("--pidfd-socket is not supported by this version of lucid");
+    }
+    Ok(container::create::CreateOptions {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        pid_file: args.pid_file.clone(),
+        no_pivot: args.no_pivot,
+        no_new_keyring: args.no_new_keyring,
+        preserve_fds: i32::try_from(args.preserve_fds).context("--preserve-fds is too large")?,
+    })
+}
+
+/// Prints to stdout; a closed pipe (`lucid list | head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup is not supported: lucid has no systemd cgroup driver; configure the caller to use cgroupfs");
+    }
+    let root = cli.root;
+    match cli.command {
+        Command::Create(args) => {
+            let options = create_options(&args)?;
+            let mask = nix::sys::signal::SigSet::thread_get_mask()
+                .unwrap_or_else(|_| nix::sys::signal::SigSet::empty());
+            container::create::create(&root, &options, mask)
+                .with_context(|| format!("creating container {}", args.id))?;
+        }
+        Command::Start { id } => {
+            container::start::start(&root, &id)
+                .with_context(|| format!("starting container {id}"))?;
+        }
+        Command::Run {
+            create,
+            detach,
+            keep,
+        } => {
+            let options = container::run::RunOptions {
+                create: create_options(&create)?,
+                detach,
+                keep,
+            };
+            return container::run::run(&root, &options)
+                .with_context(|| format!("running container {}", create.id));
+        }
+        Command::State { id } => {
+            let state = container::state::state(&root, &id)?;
+            print(&format!("{}\n", serde_json::to_string_pretty(&state)?))?;
+        }
+        Command::Kill { all, id, signal } => {
+            let number = crate::signals::parse(&signal).map_err(anyhow::Error::msg)?;
+            container::kill::kill(&root, &id, number, all)
+                .with_context(|| format!("sending {signal} to container {id}"))?;
+        }
+        Command::Delete { force, id } => {
+            container::delete::delete(&root, &id, force)
+                .with_context(|| format!("deleting container {id}"))?;
+        }
+        Command::List { format, quiet } => {
+            let states = container::list::list(&root)?;
+            let text = if quiet {
+                states.iter().map(|s| format!("{}\n", s.id)).collect()
+            } else if format == ListFormat::Json {
+                format!("{}\n", serde_json::to_string(&states)?)
+            } else {
+                container::list::table(&states)
+            };
+            print(&text)?;
+        }
+        Command::Spec { bundle, rootless } => {
+            crate::spec::write_template(&bundle, rootless)?;
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_flags_work_before_and_after_the_command() {
+        let cli = Cli::try_parse_from(["lucid", "--root", "/r", "kill", "c1", "KILL"]).unwrap();
+        assert_eq!(cli.root, PathBuf::from("/r"));
+        let cli = Cli::try_parse_from(["lucid", "delete", "--force", "c1", "--log-format", "json"])
+            .unwrap();
+        assert!(matches!(cli.log_format, LogFormatArg::Json));
+        assert!(matches!(cli.command, Command::Delete { force: true, .. }));
+    }
+
+    #[test]
+    fn create_takes_runc_flags() {
+        let cli = Cli::try_parse_from([
+            "lucid",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--no-pivot",
+            "--no-new-keyring",
+            "--preserve-fds",
+            "2",
+            "c1",
+        ])
+        .unwrap();
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        let options = create_options(&args).unwrap();
+        assert_eq!(options.preserve_fds, 2);
+        assert!(options.no_pivot && options.no_new_keyring);
+    }
+
+    #[test]
+    fn systemd_cgroup_is_refused_clearly() {
+        let cli = Cli::try_parse_from(["lucid", "--systemd-cgroup", "list"]).unwrap();
+        let err = run(cli).unwrap_err().to_string();
+        assert!(err.contains("systemd"), "{err}");
+    }
+}

@@ -1,0 +1,252 @@
+//! `lucid create`: load and check the spec, make the state directory and the
+//! cgroups, spawn the init process and take it through set-up; return once it
+//! blocks on the exec FIFO.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::SigSet;
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroups::Cgroup;
+use crate::hooks::{self, HookKind, HookState};
+use crate::namespaces::{self, NamespacePlan};
+use crate::process::init::InitConfig;
+use crate::process::{spawn_init, PhaseTiming, SpawnRequest};
+use crate::state::{ContainerState, StateDir, Status};
+use crate::{spec, Error, Result};
+
+/// Settings of `create` (and of the create half of `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// The container ID.
+    pub id: String,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Where to write the init pid.
+    pub pid_file: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Do not give the container a new session keyring.
+    pub no_new_keyring: bool,
+    /// Pass descriptors 3..3+N to the container's process.
+    pub preserve_fds: i32,
+}
+
+/// A container `create` made.
+#[derive(Debug)]
+pub struct Created {
+    /// The init pid.
+    pub pid: i32,
+    /// A pidfd for it, where the kernel gives one.
+    pub pidfd: Option<OwnedFd>,
+    /// Set-up phases measured inside the init process.
+    pub phases: Vec<PhaseTiming>,
+}
+
+/// Undoes a half-made container unless disarmed: kills its processes, runs
+/// its poststop hooks, removes its cgroups and state directory.
+struct Cleanup<'a> {
+    dir: Option<StateDir>,
+    cgroup: Option<Cgroup>,
+    spec: &'a Spec,
+    pid: Option<i32>,
+    bundle: PathBuf,
+}
+
+impl Cleanup<'_> {
+    fn disarm(mut self) -> StateDir {
+        self.cgroup = None;
+        self.pid = None;
+        self.dir
+            .take()
+            .expect("the state directory is set until disarmed")
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        if let Some(pid) = self.pid {
+            // SAFETY: kill(2) has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.signal_all(libc::SIGKILL);
+            if let Err(e) = cgroup.remove() {
+                log::warn!("removing the cgroups of {}: {e}", dir.id());
+            }
+        }
+        let id = dir.id().to_owned();
+        if let Err(e) = dir.remove() {
+            log::warn!("removing the state of {id}: {e}");
+        }
+        if self.pid.is_some() {
+            // The runtime spec: a container that fails after its process
+            // existed goes on to the delete step, poststop hooks included.
+            let annotations = self.spec.annotations().clone().unwrap_or_default();
+            let state = HookState {
+                oci_version: self.spec.version(),
+                id: &id,
+                status: Status::Stopped,
+                pid: None,
+                bundle: &self.bundle,
+                annotations: &annotations,
+            };
+            if let Err(e) = hooks::run_all(
+                HookKind::Poststop,
+                &HookKind::Poststop.hooks(self.spec),
+                &state,
+            ) {
+                log::warn!("{e}");
+            }
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::os(format!("bundle {}", path.display()), e))
+}
+
+/// Creates the container; `sigmask` is the mask its process gets at exec.
+pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<Created> {
+    crate::state::validate_id(&options.id)?;
+    let bundle = absolute(&options.bundle)?;
+    let spec = spec::load(&bundle)?;
+    let checked = spec::validate(&spec, &bundle)?;
+    if !spec::has_new_namespace(&spec, LinuxNamespaceType::Mount) {
+        return Err(spec::SpecError::Invalid {
+            field: "linux.namespaces".into(),
+            reason: "lucid needs a new mount namespace (add {\"type\": \"mount\"})".into(),
+        }
+        .into());
+    }
+    let plan = NamespacePlan::from_spec(&spec);
+    let joins =
+        namespaces::open_joins(&plan).map_err(|e| Error::os("opening a namespace to join", e))?;
+    let dir = StateDir::create(root, &options.id)?;
+    let mut cleanup = Cleanup {
+        dir: Some(dir),
+        cgroup: None,
+        spec: &spec,
+        pid: None,
+        bundle: bundle.clone(),
+    };
+    let dir = cleanup.dir.as_ref().expect("set above");
+    let mut state = ContainerState {
+        oci_version: spec.version().clone(),
+        id: options.id.clone(),
+        pid: 0,
+        status: Status::Creating,
+        bundle: bundle.clone(),
+        rootfs: checked.rootfs.clone(),
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        init_start_time: 0,
+        cgroup: Default::default(),
+        own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
+        config: spec.clone(),
+    };
+    let mut cgroup = Cgroup::new(&spec, &options.id)?;
+    // Record the paths before making anything, so a runtime killed from here
+    // on leaves enough for `delete --force` to clean up.
+    state.cgroup = cgroup.paths().clone();
+    dir.write(&state)?;
+    cleanup.cgroup = Some(cgroup.clone());
+    cgroup.create(&spec)?;
+    state.cgroup = cgroup.paths().clone();
+    let fifo_path = dir.exec_fifo();
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(&fifo_path)
+        .map_err(|e| Error::os(format!("opening {}", fifo_path.display()), e))?;
+    let fifo = OwnedFd::from(fifo);
+    let cgroup_mounts = cgroup.mount_sources();
+    let init = InitConfig {
+        id: &options.id,
+        spec: &spec,
+        rootfs: &checked.rootfs,
+        bundle: &bundle,
+        plan: &plan,
+        joins: &joins,
+        cgroups: &cgroup_mounts,
+        exec_fifo: &fifo,
+        no_pivot: options.no_pivot,
+        no_new_keyring: options.no_new_keyring,
+        preserve_fds: options.preserve_fds,
+        sigmask,
+        close_now: vec![dir.lock_fd()],
+    };
+    let annotations = state.annotations.clone();
+    let mut spawned_pid = None;
+    let mut runtime_hooks = |pid: i32| {
+        let hook_state = HookState {
+            oci_version: spec.version(),
+            id: &options.id,
+            status: Status::Creating,
+            pid: Some(pid),
+            bundle: &bundle,
+            annotations: &annotations,
+        };
+        hooks::run_all(
+            HookKind::Prestart,
+            &HookKind::Prestart.hooks(&spec),
+            &hook_state,
+        )?;
+        hooks::run_all(
+            HookKind::CreateRuntime,
+            &HookKind::CreateRuntime.hooks(&spec),
+            &hook_state,
+        )
+    };
+    let mut on_pid = |pid: i32| {
+        spawned_pid = Some(pid);
+        state.pid = pid;
+        state.init_start_time = crate::process::start_time(pid).unwrap_or_default();
+        if let Err(e) = dir.write(&state) {
+            log::warn!("recording the init pid of {}: {e}", options.id);
+        }
+    };
+    let result = spawn_init(SpawnRequest {
+        init,
+        cgroup: &cgroup,
+        runtime_hooks: &mut runtime_hooks,
+        on_pid: &mut on_pid,
+    });
+    cleanup.pid = spawned_pid;
+    let spawned = result?;
+    state.pid = spawned.pid.as_raw();
+    state.init_start_time = crate::process::start_time(state.pid).unwrap_or_default();
+    state.status = Status::Created;
+    dir.write(&state)?;
+    if let Some(pid_file) = &options.pid_file {
+        write_pid_file(pid_file, state.pid)?;
+    }
+    cleanup.disarm();
+    Ok(Created {
+        pid: state.pid,
+        pidfd: spawned.pidfd,
+        phases: spawned.phases,
+    })
+}
+
+/// Writes the pid atomically (readers such as containerd never see a partial file).
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = absolute(path)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::os(format!("writing pid file {}", path.display()), e))
+}

@@ -1,0 +1,83 @@
+//! `lucid delete`: remove a stopped container (or, with `--force`, kill and
+//! remove one in any state), its cgroups and its state, then run the
+//! poststop hooks.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cgroups::Cgroup;
+use crate::hooks::{self, HookKind, HookState};
+use crate::state::{ContainerState, StateDir, StateError, Status};
+use crate::{Error, Result};
+
+/// How long a killed container may take to go away.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deletes the container.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let dir = StateDir::open(root, id)?;
+    let state = match dir.read() {
+        Ok(state) => state,
+        // Nothing can be learned from a corrupt state; --force still removes it.
+        Err(e @ StateError::Corrupt { .. }) if force => {
+            log::warn!("{e}");
+            dir.remove()?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = super::current_status(root, &state);
+    match status {
+        Status::Stopped => {}
+        // runc deletes a created container without --force: its process never ran.
+        Status::Created => {}
+        Status::Creating | Status::Running | Status::Paused if force => {}
+        _ => {
+            return Err(Error::WrongStatus {
+                id: id.to_owned(),
+                status,
+                what: format!("cannot delete container {id} that is not stopped: use --force"),
+            })
+        }
+    }
+    destroy(dir, &state)
+}
+
+/// Kills whatever is left, removes the cgroups and the state directory, runs
+/// the poststop hooks.
+pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
+    let cgroup = Cgroup::from_paths(&state.cgroup);
+    if state.pid > 0 && crate::process::is_alive(state.pid, state.init_start_time) {
+        // SAFETY: kill(2) has no memory effects; the pid is the container's
+        // init process (same start time).
+        unsafe { libc::kill(state.pid, libc::SIGKILL) };
+        if !super::wait_for_exit(state.pid, state.init_start_time, KILL_TIMEOUT) {
+            log::warn!(
+                "init process {} of {} did not exit after SIGKILL",
+                state.pid,
+                state.id
+            );
+        }
+    }
+    // Without its own pid namespace, the container's other processes outlive init.
+    cgroup.signal_all(libc::SIGKILL)?;
+    cgroup.remove()?;
+    dir.remove()?;
+    let hook_state = HookState {
+        oci_version: &state.oci_version,
+        id: &state.id,
+        status: Status::Stopped,
+        pid: None,
+        bundle: &state.bundle,
+        annotations: &state.annotations,
+    };
+    // The runtime spec: a failing poststop hook is logged, delete succeeds.
+    if let Err(e) = hooks::run_all(
+        HookKind::Poststop,
+        &HookKind::Poststop.hooks(&state.config),
+        &hook_state,
+    ) {
+        log::warn!("{e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `lucid kill`: send a signal to the container's init process, or with
+//! `--all` to every process in its cgroup.
+
+use std::path::Path;
+
+use crate::cgroups::Cgroup;
+use crate::state::{StateDir, Status};
+use crate::{Error, Result};
+
+/// Sends `signal` to the container.
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
+    let dir = StateDir::open(root, id)?;
+    let state = dir.read()?;
+    let status = super::current_status(root, &state);
+    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
+        return Err(Error::WrongStatus {
+            id: id.to_owned(),
+            status,
+            what: "container not running".into(),
+        });
+    }
+    if all {
+        Cgroup::from_paths(&state.cgroup).signal_all(signal)?;
+        return Ok(());
+    }
+    // SAFETY: kill(2) has no memory effects; the pid was checked to still be
+    // the container's init process (same start time) just above.
+    if unsafe { libc::kill(state.pid, signal) } != 0 {
+        return Err(Error::os(
+            format!("sending signal {signal} to init process {}", state.pid),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The library's error type: one variant per concern, each carrying that
+//! concern's own error.
+
+use crate::{cgroups, hooks, process, rootfs, spec, state};
+
+/// Everything that can go wrong in a lifecycle operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or checking `config.json`.
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    /// The container's state directory.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// Creating, filling or removing the container's cgroups.
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
+    /// Setting up the root filesystem.
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// Spawning or talking to the container's processes.
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    /// A lifecycle hook failed.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    /// The operation does not apply to the container in its current state.
+    #[error("container {id} is {status}: {what}")]
+    WrongStatus {
+        /// The container.
+        id: String,
+        /// Its status now.
+        status: crate::state::Status,
+        /// What cannot be done, and what to do instead.
+        what: String,
+    },
+    /// A flag or argument the runtime cannot honour.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An operating-system call failed outside any one concern.
+    #[error("{context}: {source}")]
+    Os {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An OS error with the step that failed.
+    pub fn os(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        Error::Os {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}

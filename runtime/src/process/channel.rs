@@ -1,0 +1,164 @@
+//! The typed sync channel between the runtime and the processes it spawns:
+//! a `SOCK_SEQPACKET` socket pair carrying one JSON message per packet.
+//!
+//! Messages are small and few (a handful per container start), so JSON costs
+//! nothing measurable and keeps them readable in `strace`.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+
+/// The largest message either side sends (phase timings included).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A phase of set-up measured inside the init process (CLOCK_REALTIME), sent
+/// to the runtime, which turns it into a span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    /// The phase's span name (`rootfs.mount`, `process.setup`, …).
+    pub name: String,
+    /// Start, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// End, nanoseconds since the Unix epoch.
+    pub end_ns: u64,
+}
+
+/// Messages from the init (or intermediate) process to the runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitMessage {
+    /// The intermediate process made the new user namespace: write its id maps.
+    UserNamespaceReady,
+    /// The intermediate process forked the init process (pid in the runtime's
+    /// pid namespace).
+    InitPid {
+        /// The init process's pid.
+        pid: i32,
+    },
+    /// Mounts are done; run the prestart and createRuntime hooks now.
+    RunCreateRuntimeHooks,
+    /// Set-up is complete; the init process now blocks on the exec FIFO.
+    Ready {
+        /// The set-up phases, in order.
+        phases: Vec<PhaseTiming>,
+    },
+    /// Set-up failed; the process exits after sending this.
+    Failed {
+        /// The phase that failed.
+        phase: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Messages from the runtime to the init (or intermediate) process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuntimeMessage {
+    /// Cgroups joined and id maps written: go on with set-up.
+    Proceed,
+    /// The prestart and createRuntime hooks have run.
+    HooksDone {
+        /// The init process's pid in the runtime's pid namespace, which the
+        /// hooks inside the container report in their state.
+        pid: i32,
+    },
+}
+
+/// Errors on the sync channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The socket failed.
+    #[error("sync channel: {0}")]
+    Io(#[from] nix::Error),
+    /// A message could not be encoded or decoded.
+    #[error("sync channel: bad message: {0}")]
+    Codec(#[from] serde_json::Error),
+}
+
+/// One end of the sync channel.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+impl Channel {
+    /// A connected pair (runtime end, child end), both close-on-exec.
+    pub fn pair() -> Result<(Channel, Channel), ChannelError> {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok((Channel { fd: a }, Channel { fd: b }))
+    }
+
+    /// The raw descriptor (so a forked child can close the end it does not use).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends one message.
+    pub fn send<T: Serialize>(&self, message: &T) -> Result<(), ChannelError> {
+        let bytes = serde_json::to_vec(message)?;
+        let iov = [IoSlice::new(&bytes)];
+        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None)?;
+        Ok(())
+    }
+
+    /// Receives one message; `None` when the other side has closed its end
+    /// (it exited).
+    pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<Option<T>, ChannelError> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let len = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                None,
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => break msg.bytes,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_slice(&buf[..len])?))
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_eof_is_none() {
+        let (a, b) = Channel::pair().unwrap();
+        let ready = InitMessage::Ready {
+            phases: vec![PhaseTiming {
+                name: "rootfs.mount".into(),
+                start_ns: 1,
+                end_ns: 2,
+            }],
+        };
+        b.send(&ready).unwrap();
+        a.send(&RuntimeMessage::Proceed).unwrap();
+        assert_eq!(a.recv::<InitMessage>().unwrap(), Some(ready));
+        assert_eq!(
+            b.recv::<RuntimeMessage>().unwrap(),
+            Some(RuntimeMessage::Proceed)
+        );
+        drop(b);
+        assert_eq!(a.recv::<InitMessage>().unwrap(), None);
+    }
+}

@@ -1,0 +1,102 @@
+//! The container's processes: the init process (and, when namespaces need
+//! it, an intermediate process that forks it), the typed sync channel they
+//! share with the runtime, and the set-up of credentials and limits.
+//!
+//! Processes are named with prctl so `ps` shows what each is:
+//! `lucid:stage1` (intermediate) and `lucid:init` (until it execs).
+
+pub mod channel;
+pub mod clone;
+pub mod init;
+pub mod setup;
+pub mod spawn;
+
+pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage};
+pub use spawn::{spawn_init, SpawnRequest, Spawned};
+
+/// What can go wrong creating or reaching the container's processes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// clone(2) failed.
+    #[error("cloning the init process: {0}")]
+    Clone(nix::errno::Errno),
+    /// The sync channel failed.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The init process reported a failure.
+    #[error("init process failed in {phase}: {message}")]
+    InitFailed {
+        /// The phase (`rootfs.mount`, `process.setup`, …).
+        phase: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The init process died without saying why.
+    #[error("init process exited during set-up ({0})")]
+    InitDied(String),
+    /// Writing the user namespace's id maps failed.
+    #[error("writing {path}: {source}")]
+    IdMap {
+        /// The map file.
+        path: std::path::PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A prestart or createRuntime hook failed.
+    #[error(transparent)]
+    RuntimeHook(#[from] crate::hooks::HookError),
+    /// The cgroups could not take the process.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+}
+
+/// Fields of /proc/PID/stat after the command name.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split at the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The process's start time in clock ticks since boot (field 22), which
+/// tells a process from a later one that reuses its pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether the process is gone or a zombie.
+pub fn has_exited(pid: i32) -> bool {
+    match stat_fields(pid) {
+        Some(fields) => matches!(
+            fields.first().map(String::as_str),
+            Some("Z") | Some("X") | None
+        ),
+        None => true,
+    }
+}
+
+/// Whether the process `pid` that started at `start` still runs.
+pub fn is_alive(pid: i32, start: u64) -> bool {
+    pid > 0 && !has_exited(pid) && start_time(pid) == Some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_with_its_start_time() {
+        let pid = std::process::id() as i32;
+        let start = start_time(pid).unwrap();
+        assert!(is_alive(pid, start));
+        assert!(!is_alive(pid, start + 1));
+    }
+
+    #[test]
+    fn reaped_child_has_exited() {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        assert!(has_exited(pid));
+    }
+}

@@ -1,0 +1,257 @@
+//! Each spec mount, made inside the rootfs through descriptors so that a
+//! symlink in the rootfs can never send a mount to the host.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::Mount;
+
+use super::resolve::{open_in_root, proc_fd_path, Create};
+use super::{locked_flags, path_err, MountPlan, Root, RootfsConfig, RootfsError};
+
+/// Makes every mount of the spec, in order.
+pub fn mount_all(config: &RootfsConfig, root: &Root) -> Result<(), RootfsError> {
+    for (i, m) in config.spec.mounts().iter().flatten().enumerate() {
+        mount_one(config, root, m).map_err(|e| {
+            RootfsError::Other(format!(
+                "mounts[{i}] ({} on {}): {e}",
+                m.typ().as_deref().unwrap_or("bind"),
+                m.destination().display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn destination(m: &Mount) -> PathBuf {
+    Path::new("/").join(m.destination())
+}
+
+fn mount_one(config: &RootfsConfig, root: &Root, m: &Mount) -> Result<(), RootfsError> {
+    let plan = MountPlan::from_spec(m).map_err(RootfsError::Other)?;
+    let dest = destination(m);
+    let fstype = m.typ().as_deref().unwrap_or("");
+    if fstype == "cgroup" && !plan.bind {
+        return mount_cgroup(config, root, &dest, &plan);
+    }
+    if plan.bind {
+        let source = bind_source(config, m)?;
+        return bind(root, &source, &dest, &plan);
+    }
+    // /dev is remounted read-only only after the devices are made in it.
+    let mut flags = plan.flags;
+    if dest == Path::new("/dev") {
+        flags &= !MsFlags::MS_RDONLY;
+    }
+    let target = open_in_root(root.fd(), &dest, Create::Dir).map_err(path_err("making", &dest))?;
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.as_os_str().to_owned())
+        .unwrap_or_else(|| fstype.into());
+    let data = (!plan.data.is_empty()).then_some(plan.data.as_str());
+    match mount(
+        Some(source.as_os_str()),
+        &proc_fd_path(&target),
+        Some(fstype),
+        flags,
+        data,
+    ) {
+        Ok(()) => {}
+        // Inside a user namespace without its own network or ipc namespace the
+        // kernel refuses new sysfs and mqueue instances; runc binds the host's.
+        Err(Errno::EPERM) if config.user_ns && matches!(fstype, "sysfs" | "mqueue") => {
+            let host = if fstype == "sysfs" {
+                "/sys"
+            } else {
+                "/dev/mqueue"
+            };
+            let fallback = MountPlan {
+                flags: flags | MsFlags::MS_BIND | MsFlags::MS_REC,
+                bind: true,
+                ..plan.clone()
+            };
+            return bind(root, Path::new(host), &dest, &fallback);
+        }
+        Err(e) => return Err(path_err("mounting on", &dest)(e)),
+    }
+    apply_propagation(root, &dest, &plan)
+}
+
+fn bind_source(config: &RootfsConfig, m: &Mount) -> Result<PathBuf, RootfsError> {
+    let source = m
+        .source()
+        .as_ref()
+        .ok_or_else(|| RootfsError::Other("a bind mount needs a source".into()))?;
+    Ok(if source.is_absolute() {
+        source.clone()
+    } else {
+        config.bundle.join(source)
+    })
+}
+
+/// Binds a host path into the rootfs, then remounts it with the asked flags.
+fn bind(root: &Root, source: &Path, dest: &Path, plan: &MountPlan) -> Result<(), RootfsError> {
+    let src = nix::fcntl::open(source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(path_err("opening bind source", source))?;
+    let is_dir = nix::sys::stat::fstat(src.as_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(path_err("inspecting bind source", source))?;
+    let target = open_in_root(
+        root.fd(),
+        dest,
+        if is_dir { Create::Dir } else { Create::File },
+    )
+    .map_err(path_err("making", dest))?;
+    mount(
+        Some(&proc_fd_path(&src)),
+        &proc_fd_path(&target),
+        None::<&str>,
+        MsFlags::MS_BIND | (plan.flags & MsFlags::MS_REC),
+        None::<&str>,
+    )
+    .map_err(path_err("binding onto", dest))?;
+    let remount = plan.remount_flags();
+    if !remount.is_empty() {
+        let top = reopen(root, dest)?;
+        remount_bind(&top, dest, remount)?;
+    }
+    apply_propagation(root, dest, plan)
+}
+
+/// The mount now on top of `dest` (a descriptor opened before mounting names
+/// the directory underneath).
+fn reopen(root: &Root, dest: &Path) -> Result<OwnedFd, RootfsError> {
+    open_in_root(root.fd(), dest, Create::Nothing).map_err(path_err("reopening", dest))
+}
+
+fn remount_bind(top: &OwnedFd, dest: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+    let path = proc_fd_path(top);
+    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    match mount(
+        None::<&str>,
+        &path,
+        None::<&str>,
+        base | flags,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        // Flags the source mount has and a user namespace may not clear.
+        Err(Errno::EPERM) => mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            base | flags | locked_flags(&path),
+            None::<&str>,
+        )
+        .map_err(path_err("remounting", dest)),
+        Err(e) => Err(path_err("remounting", dest)(e)),
+    }
+}
+
+fn apply_propagation(root: &Root, dest: &Path, plan: &MountPlan) -> Result<(), RootfsError> {
+    if plan.propagation.is_empty() {
+        return Ok(());
+    }
+    let top = reopen(root, dest)?;
+    for flag in &plan.propagation {
+        mount(
+            None::<&str>,
+            &proc_fd_path(&top),
+            None::<&str>,
+            *flag,
+            None::<&str>,
+        )
+        .map_err(path_err("setting propagation of", dest))?;
+    }
+    Ok(())
+}
+
+/// A `cgroup` mount: on a v2 host the container's cgroup2 (or its cgroup
+/// bound from the host without a cgroup namespace); on v1 and hybrid hosts a
+/// tmpfs with one directory per hierarchy, as runc lays it out.
+fn mount_cgroup(
+    config: &RootfsConfig,
+    root: &Root,
+    dest: &Path,
+    plan: &MountPlan,
+) -> Result<(), RootfsError> {
+    let flags = plan.flags & !MsFlags::MS_RDONLY;
+    let readonly = plan.flags.contains(MsFlags::MS_RDONLY);
+    if let [only] = config.cgroups {
+        if only.name.is_empty() {
+            mount_hierarchy(config, root, dest, only, plan.flags)?;
+            return apply_propagation(root, dest, plan);
+        }
+    }
+    let target = open_in_root(root.fd(), dest, Create::Dir).map_err(path_err("making", dest))?;
+    mount(
+        Some("tmpfs"),
+        &proc_fd_path(&target),
+        Some("tmpfs"),
+        flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .map_err(path_err("mounting tmpfs on", dest))?;
+    for hierarchy in config.cgroups {
+        let sub = dest.join(&hierarchy.name);
+        mount_hierarchy(config, root, &sub, hierarchy, plan.flags)?;
+        // Co-mounted controllers (`cpu,cpuacct`) also get a link per name.
+        if hierarchy.name.contains(',') {
+            for part in hierarchy.name.split(',') {
+                let link = dest.join(part);
+                let (dir, name) =
+                    super::resolve::open_parent_in_root(root.fd(), &link, Create::Dir)
+                        .map_err(path_err("making", dest))?;
+                match nix::unistd::symlinkat(hierarchy.name.as_str(), dir.as_fd(), name) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(path_err("linking", &dest.join(part))(e)),
+                }
+            }
+        }
+    }
+    if readonly {
+        let top = reopen(root, dest)?;
+        remount_bind(
+            &top,
+            dest,
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
+    }
+    apply_propagation(root, dest, plan)
+}
+
+fn mount_hierarchy(
+    config: &RootfsConfig,
+    root: &Root,
+    dest: &Path,
+    hierarchy: &super::CgroupMountSource,
+    flags: MsFlags,
+) -> Result<(), RootfsError> {
+    if config.cgroup_ns {
+        let target =
+            open_in_root(root.fd(), dest, Create::Dir).map_err(path_err("making", dest))?;
+        let options = (!hierarchy.options.is_empty()).then_some(hierarchy.options.as_str());
+        let fs_flags = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        mount(
+            Some(hierarchy.fstype),
+            &proc_fd_path(&target),
+            Some(hierarchy.fstype),
+            fs_flags,
+            options,
+        )
+        .map_err(path_err("mounting cgroup on", dest))
+    } else {
+        let plan = MountPlan {
+            flags: flags | MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: String::new(),
+            propagation: Vec::new(),
+            bind: true,
+        };
+        bind(root, &hierarchy.host_dir, dest, &plan)
+    }
+}
