@@ -84,6 +84,9 @@ pub enum HookError {
         /// What it wrote, if anything (`: …`).
         output: String,
     },
+    /// A hook run inside the container failed (its message, as reported by the init process).
+    #[error("{0}")]
+    InContainer(String),
     /// It ran past its timeout and was killed.
     #[error("{kind} hook {path} timed out after {seconds}s and was killed")]
     TimedOut {

@@ -248,20 +248,21 @@ fn validate_linux(spec: &Spec) -> Result<(), SpecError> {
             "id mappings cannot be applied to a joined user namespace",
         ));
     }
+    // As runc: a joined uts namespace may be given a name too (pods share one).
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
-        && !has_new_namespace(spec, LinuxNamespaceType::Uts)
+        && !has_namespace(spec, LinuxNamespaceType::Uts)
     {
         return Err(invalid(
             "hostname",
-            "setting the hostname needs a new uts namespace",
+            "setting the hostname needs a uts namespace",
         ));
     }
     if spec.domainname().as_ref().is_some_and(|h| !h.is_empty())
-        && !has_new_namespace(spec, LinuxNamespaceType::Uts)
+        && !has_namespace(spec, LinuxNamespaceType::Uts)
     {
         return Err(invalid(
             "domainname",
-            "setting the domain name needs a new uts namespace",
+            "setting the domain name needs a uts namespace",
         ));
     }
     if linux.time_offsets().is_some() && !has_new_namespace(spec, LinuxNamespaceType::Time) {

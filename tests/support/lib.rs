@@ -1,1 +1,349 @@
-//! Shared support for the integration tests.
+//! Shared support for the integration tests: a busybox bundle, a private
+//! state root, the `lucid` binary, and checks that nothing is left behind.
+//!
+//! Every test here runs real containers and needs root; it says so and fails
+//! (never skips) when it is not root. Everything a test makes is removed by
+//! `Drop`, also when the test fails, because the machine is reused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+/// The cgroup parent every test container lives under, so leaks are easy to find.
+pub const CGROUP_PARENT: &str = "/lucid-test";
+
+/// Fails the test unless it runs as root with the tools it needs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test runs real containers and needs root (run it through `cargo xtask ci` or sudo)"
+    );
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: install Debian's busybox-static (cargo xtask setup does)"
+    );
+}
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The `lucid` binary under test: `$LUCID_BIN`, or the one built next to this test.
+pub fn lucid_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("LUCID_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> → target/<profile>/lucid
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("lucid"))
+        .expect("the test binary sits in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p lucid), or set LUCID_BIN",
+        bin.display()
+    );
+    bin
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A container ID unique to this test process.
+pub fn unique_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A state root of its own; dropping it force-deletes every container in it.
+pub struct Runtime {
+    root: tempfile::TempDir,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    /// A new, empty state root.
+    pub fn new() -> Self {
+        require_root();
+        Runtime {
+            root: tempfile::Builder::new()
+                .prefix("lucid-root-")
+                .tempdir()
+                .expect("making a state root"),
+        }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// A `lucid` command with `--root` set.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(lucid_bin());
+        command.arg("--root").arg(self.root());
+        command
+    }
+
+    /// Runs `lucid ARGS` and returns its output (stdin closed).
+    ///
+    /// Output goes through files, not pipes: a container's process inherits
+    /// them, and a pipe would stay open (and a reader blocked) until the
+    /// container exits.
+    pub fn lucid(&self, args: &[&str]) -> Output {
+        let mut stdout = tempfile::tempfile().expect("a temporary file");
+        let mut stderr = tempfile::tempfile().expect("a temporary file");
+        let status = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().expect("duplicating a descriptor"))
+            .stderr(stderr.try_clone().expect("duplicating a descriptor"))
+            .status()
+            .expect("running lucid");
+        Output {
+            status,
+            stdout: read_all(&mut stdout),
+            stderr: read_all(&mut stderr),
+        }
+    }
+
+    /// Runs `lucid ARGS`, failing the test unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.lucid(args);
+        assert!(
+            out.status.success(),
+            "lucid {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("lucid prints UTF-8")
+    }
+
+    /// `lucid state ID` as JSON.
+    pub fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state is JSON")
+    }
+
+    /// The container's status.
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits (up to 10 s) until the container reaches `status`.
+    pub fn wait_status(&self, id: &str, status: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = self.status(id);
+            if now == status {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container {id} stayed {now}, never became {status}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The IDs of the containers in this root.
+    pub fn ids(&self) -> Vec<String> {
+        std::fs::read_dir(self.root())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            let _ = self.lucid(&["delete", "--force", &id]);
+        }
+    }
+}
+
+fn read_all(file: &mut std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    file.rewind().expect("rewinding a temporary file");
+    file.read_to_end(&mut bytes)
+        .expect("reading a temporary file");
+    bytes
+}
+
+/// A bundle: a busybox rootfs and a config.json made by `lucid spec`,
+/// adjusted to run without a terminal in a test cgroup.
+pub struct Bundle {
+    dir: tempfile::TempDir,
+    /// The configuration, written by [`Bundle::write`] (and by `new`).
+    pub config: Value,
+}
+
+impl Bundle {
+    /// A bundle whose container runs `args`, with the cgroup path of `id`.
+    pub fn new(rt: &Runtime, id: &str, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lucid-bundle-")
+            .tempdir()
+            .expect("making a bundle");
+        // A container in a user namespace is not the host's root: it must be
+        // able to reach its rootfs.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("opening up the bundle");
+        make_rootfs(&dir.path().join("rootfs"));
+        rt.ok(&[
+            "spec",
+            "--bundle",
+            dir.path().to_str().expect("utf-8 temp path"),
+        ]);
+        let text = std::fs::read_to_string(dir.path().join("config.json"))
+            .expect("spec wrote config.json");
+        let mut config: Value = serde_json::from_str(&text).expect("config.json is JSON");
+        config["process"]["terminal"] = Value::Bool(false);
+        config["process"]["args"] = serde_json::json!(args);
+        config["linux"]["cgroupsPath"] = Value::String(cgroup_path(id));
+        let bundle = Bundle { dir, config };
+        bundle.write();
+        bundle
+    }
+
+    /// The bundle directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The bundle directory as a string argument.
+    pub fn arg(&self) -> &str {
+        self.path().to_str().expect("utf-8 temp path")
+    }
+
+    /// The rootfs directory.
+    pub fn rootfs(&self) -> PathBuf {
+        self.path().join("rootfs")
+    }
+
+    /// Writes `config` to config.json.
+    pub fn write(&self) {
+        std::fs::write(
+            self.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).expect("a Value serializes"),
+        )
+        .expect("writing config.json");
+    }
+
+    /// Changes the configuration and writes it.
+    pub fn edit(&mut self, f: impl FnOnce(&mut Value)) {
+        f(&mut self.config);
+        self.write();
+    }
+}
+
+/// The cgroup path test containers get.
+pub fn cgroup_path(id: &str) -> String {
+    format!("{CGROUP_PARENT}/{id}")
+}
+
+/// Makes a busybox rootfs: the static binary, a link per applet, the usual
+/// directories and an /etc/passwd and /etc/group.
+pub fn make_rootfs(rootfs: &Path) {
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).expect("making rootfs/bin");
+    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("copying busybox");
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = bin.join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).expect("linking an applet");
+        }
+    }
+    for dir in ["proc", "sys", "dev", "etc", "tmp", "root", "home/user"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("making a rootfs directory");
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .expect("writing /etc/passwd");
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\n")
+        .expect("writing /etc/group");
+}
+
+/// Runs the bundle's container in the foreground with `lucid run` and
+/// returns what it printed; fails the test on a non-zero exit.
+pub fn run_output(rt: &Runtime, bundle: &Bundle, id: &str) -> String {
+    let out = rt.lucid(&["run", "--bundle", bundle.arg(), id]);
+    assert!(
+        out.status.success(),
+        "lucid run {id} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the container printed UTF-8")
+}
+
+/// What a container may leave behind, checked after it is gone: its state
+/// directory, its cgroup in every hierarchy, a process in that cgroup, a
+/// mount of its bundle on the host. Returns what was found (empty if clean).
+pub fn leftovers(rt: &Runtime, id: &str, bundle: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    if rt.root().join(id).exists() {
+        found.push(format!("state directory {}", rt.root().join(id).display()));
+    }
+    let cgroup = cgroup_path(id);
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for entry in entries.flatten() {
+            let dir = entry.path().join(cgroup.trim_start_matches('/'));
+            if dir.exists() {
+                found.push(format!("cgroup {}", dir.display()));
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let path = entry.path().join("cgroup");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if text.lines().any(|l| l.ends_with(&cgroup)) {
+                    found.push(format!("process {}", entry.file_name().to_string_lossy()));
+                }
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let bundle = bundle.to_string_lossy();
+    for line in mounts.lines().filter(|l| l.contains(bundle.as_ref())) {
+        found.push(format!("mount {line}"));
+    }
+    found
+}
+
+/// Fails the test if the container left anything behind.
+pub fn assert_nothing_left(rt: &Runtime, id: &str, bundle: &Path) {
+    let found = leftovers(rt, id, bundle);
+    assert!(found.is_empty(), "container {id} left behind: {found:#?}");
+}

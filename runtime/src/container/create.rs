@@ -162,6 +162,21 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     let fifo_path = dir.exec_fifo();
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;
+    // The init process opens it for writing after switching to the
+    // container's user: make it writable by anyone (mkfifo applied the umask)
+    // and owned by the container's root.
+    std::fs::set_permissions(
+        &fifo_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o622),
+    )
+    .map_err(|e| Error::os(format!("making {} writable", fifo_path.display()), e))?;
+    let (root_uid, root_gid) = container_root_ids(&spec);
+    std::os::unix::fs::chown(&fifo_path, Some(root_uid), Some(root_gid)).map_err(|e| {
+        Error::os(
+            format!("handing {} to the container", fifo_path.display()),
+            e,
+        )
+    })?;
     let fifo = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -235,6 +250,21 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         pidfd: spawned.pidfd,
         phases: spawned.phases,
     })
+}
+
+/// The host uid and gid that are root inside the container.
+fn container_root_ids(spec: &Spec) -> (u32, u32) {
+    let linux = spec.linux().as_ref();
+    let host_id = |maps: Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.unwrap_or_default()
+            .iter()
+            .find(|m| m.container_id() == 0)
+            .map_or(0, |m| m.host_id())
+    };
+    (
+        host_id(linux.and_then(|l| l.uid_mappings().clone())),
+        host_id(linux.and_then(|l| l.gid_mappings().clone())),
+    )
 }
 
 /// Writes the pid atomically (readers such as containerd never see a partial file).

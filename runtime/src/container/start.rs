@@ -9,6 +9,7 @@ use std::path::Path;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::hooks::{self, HookKind, HookState};
+use crate::process::init::{START_FAILED, START_OK};
 use crate::state::{StateDir, Status};
 use crate::{Error, Result};
 
@@ -100,7 +101,14 @@ fn release(dir: &StateDir, pid: i32) -> Result<()> {
             }
             std::fs::remove_file(&path)
                 .map_err(|e| Error::os(format!("removing {}", path.display()), e))?;
-            return Ok(());
+            if buf == START_OK {
+                return Ok(());
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let message = text.strip_prefix(START_FAILED).unwrap_or(&text);
+            return Err(Error::Hook(crate::hooks::HookError::InContainer(
+                message.to_owned(),
+            )));
         }
         if init_gone {
             break;

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::SystemTime;
@@ -354,15 +355,22 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
     channel
         .send(&InitMessage::Ready { phases: phases.0 })
         .map_err(fail("init.ready"))?;
-    wait_for_start(config.exec_fifo)?;
+    let mut fifo = wait_for_start(config.exec_fifo).map_err(|f| exec_failure(&f.message))?;
+    // startContainer hooks run after `start` opened the FIFO and before it
+    // hears back, so a failing hook fails `start`.
     if !start_container.is_empty() {
-        hooks::run_all(
+        if let Err(e) = hooks::run_all(
             HookKind::StartContainer,
             &start_container,
             &hook_state(Status::Created),
-        )
-        .map_err(|e| exec_failure(&e.to_string()))?;
+        ) {
+            let _ = fifo.write_all(format!("{START_FAILED}{e}").as_bytes());
+            exit(1);
+        }
     }
+    fifo.write_all(START_OK)
+        .map_err(|e| exec_failure(&format!("writing the exec FIFO: {e}")))?;
+    drop(fifo);
     prepare_exec(config).map_err(|e| exec_failure(&e))?;
     let err = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
     Err(exec_failure(&format!(
@@ -391,12 +399,17 @@ fn exec_failure(message: &str) -> Failure {
     exit(127)
 }
 
-/// Blocks until `start` opens the exec FIFO, then tells it we are going.
-fn wait_for_start(fifo: &OwnedFd) -> Result<(), Failure> {
+/// What the init process writes on the exec FIFO when it goes on to exec.
+pub const START_OK: &[u8] = b"0";
+/// The prefix of what it writes when a startContainer hook failed.
+pub const START_FAILED: &str = "1";
+
+/// Blocks until `start` opens the exec FIFO; returns it for the answer.
+fn wait_for_start(fifo: &OwnedFd) -> Result<std::fs::File, Failure> {
     // The FIFO is reopened through /proc (now the container's own procfs)
     // because it lives outside the new root.
     let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-    let mut file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .map_err(|e| Failure {
@@ -404,10 +417,7 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<(), Failure> {
             message: format!(
                 "opening the exec FIFO through {path} (the container needs /proc): {e}"
             ),
-        })?;
-    use std::io::Write;
-    file.write_all(b"0").map_err(fail("init.wait"))?;
-    Ok(())
+        })
 }
 
 /// Last steps before exec: only the process's own descriptors stay open,
