@@ -178,7 +178,7 @@ pub struct ProcessEvent {
     pub pid: u32,
     /// Parent's process id (exec events; 0 when it could not be read).
     pub ppid: u32,
-    /// Wait status as `do_exit` received it: exit code in bits 8-15, terminating signal in 0-6.
+    /// Wait status (`task->exit_code`): exit code in bits 8-15, terminating signal in 0-6.
     pub exit_status: u32,
     /// v2 cgroup id of the watched container the process belongs to.
     pub cgroup_id: u64,
@@ -269,6 +269,10 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     /// `struct linux_binprm`, member `filename`.
     pub binprm_filename: u32,
+    /// `struct task_struct`, member `exit_code`.
+    pub task_exit_code: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 #[cfg(feature = "user")]

@@ -68,6 +68,8 @@ pub fn offsets_from_btf(data: &[u8]) -> Result<KernelOffsets, BtfError> {
         task_tgid: find("task_struct", "tgid"),
         task_pid: find("task_struct", "pid"),
         binprm_filename: find("linux_binprm", "filename"),
+        task_exit_code: find("task_struct", "exit_code"),
+        reserved: 0,
     })
 }
 
@@ -170,6 +172,7 @@ mod tests {
         assert_ne!(offsets.task_tgid, 0);
         assert_ne!(offsets.task_pid, 0);
         assert_ne!(offsets.binprm_filename, 0);
+        assert_ne!(offsets.task_exit_code, 0);
         // pid and tgid are adjacent pid_t members of task_struct.
         assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
     }

@@ -30,7 +30,9 @@ pub(crate) const MAPS: &[&str] = &[
 pub(crate) const PROG_NET_INGRESS: &str = "net_ingress";
 pub(crate) const PROG_NET_EGRESS: &str = "net_egress";
 pub(crate) const PROG_DEVICE: &str = "device_filter";
-pub(crate) const PROG_SYSCALL_ENTER: &str = "syscall_enter";
+/// The latency entry program, by hook: fentry on `x64_sys_call` or the `sys_enter` tracepoint.
+pub(crate) const PROG_SYSCALL_ENTER_FENTRY: &str = "syscall_enter_fentry";
+pub(crate) const PROG_SYSCALL_ENTER_TP: &str = "syscall_enter_tp";
 
 /// Global links pinned under `links/`.
 pub(crate) const LINK_SYSCALL_EXIT: &str = "syscall_exit";
@@ -77,7 +79,7 @@ impl Layout {
     /// Every pin a complete, loaded version directory has.
     pub fn required_pins(&self) -> Vec<PathBuf> {
         let mut pins: Vec<PathBuf> = MAPS.iter().map(|m| self.map(m)).collect();
-        for p in [PROG_NET_INGRESS, PROG_NET_EGRESS, PROG_DEVICE, PROG_SYSCALL_ENTER] {
+        for p in [PROG_NET_INGRESS, PROG_NET_EGRESS, PROG_DEVICE] {
             pins.push(self.prog(p));
         }
         for l in [LINK_SYSCALL_EXIT, LINK_EXEC, LINK_EXIT, LINK_OOM] {

@@ -49,7 +49,7 @@ pub use error::{Error, Unavailable};
 pub use events::{Event, EventReader};
 pub use layout::{remove_pin_root, DEFAULT_PIN_ROOT};
 pub use lucid_ebpf_common::LAYOUT_VERSION;
-pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport};
+pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport, SyscallHook};
 pub use read::{ContainerStats, Health, LatencyHistogram, SyscallRow};
 
 /// The compiled eBPF object, built by `build.rs` from `ebpf/programs`.

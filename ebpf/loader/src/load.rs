@@ -95,30 +95,45 @@ pub(crate) fn load_and_pin(layout: &Layout) -> Result<(), Error> {
             .map_err(pin_err(&path))?;
     }
 
-    // Syscall counting: fexit on the dispatcher, attached for good.
-    let p: &mut FExit = program(&mut ebpf, "syscall_exit")?;
-    p.load("x64_sys_call", &btf).map_err(rejected("syscall_exit"))?;
-    let id = p.attach().map_err(rejected("syscall_exit"))?;
-    let link: FdLink = p.take_link(id).map_err(rejected("syscall_exit"))?.into();
+    // Syscall counting, attached for good: fexit on the dispatcher where the kernel allows
+    // it, else the sys_exit tracepoint (see the programs' syscalls.rs for the trade-off).
     let path = layout.link(layout::LINK_SYSCALL_EXIT);
+    let fexit = (|| -> Result<FdLink, Error> {
+        let p: &mut FExit = program(&mut ebpf, "syscall_exit")?;
+        p.load("x64_sys_call", &btf).map_err(rejected("syscall_exit"))?;
+        let id = p.attach().map_err(rejected("syscall_exit"))?;
+        Ok(p.take_link(id).map_err(rejected("syscall_exit"))?.into())
+    })();
+    let link = match fexit {
+        Ok(link) => link,
+        Err(e) => {
+            log::info!("syscall counting falls back to the sys_exit tracepoint: {e}");
+            let p: &mut BtfTracePoint = program(&mut ebpf, "syscall_exit_tp")?;
+            p.load("sys_exit", &btf).map_err(rejected("syscall_exit_tp"))?;
+            let id = p.attach().map_err(rejected("syscall_exit_tp"))?;
+            p.take_link(id).map_err(rejected("syscall_exit_tp"))?.into()
+        }
+    };
     link.pin(&path).map_err(pin_err(&path))?;
 
-    // Latency: loaded now, attached while a container asks for it.
-    let p: &mut FEntry = program(&mut ebpf, "syscall_enter")?;
-    p.load("x64_sys_call", &btf).map_err(rejected("syscall_enter"))?;
-    let path = layout.prog(layout::PROG_SYSCALL_ENTER);
-    p.pin(&path).map_err(pin_err(&path))?;
-
-    let p: &mut FEntry = program(&mut ebpf, "process_exit")?;
-    p.load("do_exit", &btf).map_err(rejected("process_exit"))?;
-    let id = p.attach().map_err(rejected("process_exit"))?;
-    let link: FdLink = p.take_link(id).map_err(rejected("process_exit"))?.into();
-    let path = layout.link(layout::LINK_EXIT);
-    link.pin(&path).map_err(pin_err(&path))?;
+    // Latency: loaded now, attached while a container asks for it; same choice of hook.
+    let fentry = (|| -> Result<(), Error> {
+        let p: &mut FEntry = program(&mut ebpf, "syscall_enter")?;
+        p.load("x64_sys_call", &btf).map_err(rejected("syscall_enter"))?;
+        let path = layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY);
+        p.pin(&path).map_err(pin_err(&path))
+    })();
+    if fentry.is_err() {
+        let p: &mut BtfTracePoint = program(&mut ebpf, "syscall_enter_tp")?;
+        p.load("sys_enter", &btf).map_err(rejected("syscall_enter_tp"))?;
+        let path = layout.prog(layout::PROG_SYSCALL_ENTER_TP);
+        p.pin(&path).map_err(pin_err(&path))?;
+    }
 
     for (name, tracepoint, link_name) in [
         ("process_exec", "sched_process_exec", layout::LINK_EXEC),
         ("oom_mark_victim", "mark_victim", layout::LINK_OOM),
+        ("process_exit", "sched_process_exit", layout::LINK_EXIT),
     ] {
         let p: &mut BtfTracePoint = program(&mut ebpf, name)?;
         p.load(tracepoint, &btf).map_err(rejected(name))?;

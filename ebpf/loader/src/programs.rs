@@ -13,7 +13,8 @@ use aya::{
     maps::{Array, CgroupStorage, HashMap, Map, MapData, MapError, PerCpuCgroupStorage},
     programs::{
         links::FdLink,
-        CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSkbAttachType, FEntry, ProgramError,
+        BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSkbAttachType, FEntry,
+        ProgramError,
     },
 };
 use lucid_ebpf_common::{
@@ -69,6 +70,15 @@ pub enum Opened {
     Loaded,
 }
 
+/// Which hook counts syscalls (chosen at load: the first the kernel accepts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// fexit (and fentry for latency) on `x64_sys_call`: only syscalls pay, on the fast path.
+    Fexit,
+    /// The `raw_syscalls` BTF tracepoints: every task of the host takes the slow syscall path.
+    Tracepoint,
+}
+
 /// What [`Programs::sweep`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -76,7 +86,7 @@ pub struct SweepReport {
     pub containers: Vec<u64>,
     /// Directories of other layout versions removed or emptied.
     pub old_versions: Vec<PathBuf>,
-    /// Leftover loads of processes that died mid-load, removed.
+    /// Leftover loads (names without dots: bpffs refuses them) of processes that died mid-load, removed.
     pub abandoned_loads: Vec<PathBuf>,
 }
 
@@ -166,12 +176,14 @@ impl Programs {
         }
         layout::ensure_bpffs(pin_root)?;
         let staging = Layout::new(pin_root.join(format!(
-            ".loading-v{LAYOUT_VERSION}-{}",
+            "loading-v{LAYOUT_VERSION}-{}",
             std::process::id()
         )));
         let loaded = load::load_and_pin(&staging);
         if let Err(e) = loaded {
-            layout::remove_pin_root(&staging.dir)?;
+            if let Err(cleanup) = layout::remove_pin_root(&staging.dir) {
+                log::warn!("{cleanup}");
+            }
             return Err(e);
         }
         let opened = match std::fs::rename(&staging.dir, &layout.dir) {
@@ -194,6 +206,15 @@ impl Programs {
             }
         }
         Ok(programs)
+    }
+
+    /// The hook counting syscalls on this host.
+    pub fn syscall_hook(&self) -> SyscallHook {
+        if self.layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY).exists() {
+            SyscallHook::Fexit
+        } else {
+            SyscallHook::Tracepoint
+        }
     }
 
     /// Whether this handle found the programs pinned or loaded them.
@@ -271,7 +292,8 @@ impl Programs {
             let mut p = CgroupSkb::from_pin(self.layout.prog(prog), attach)
                 .map_err(program_err(prog))?;
             let id = p
-                .attach(cgroup_fd.as_fd(), attach, CgroupAttachMode::AllowMultiple)
+                // BPF links always stack with other programs; the link API takes no ALLOW_MULTI flag.
+                .attach(cgroup_fd.as_fd(), attach, CgroupAttachMode::Single)
                 .map_err(program_err(prog))?;
             let link = FdLink::try_from(p.take_link(id).map_err(program_err(prog))?)
                 .map_err(|e| Error::Program {
@@ -404,10 +426,17 @@ impl Programs {
         let wanted = all.iter().any(|(_, w)| w.flags & WATCH_LATENCY != 0);
         let pin = self.layout.link(layout::LINK_SYSCALL_ENTER);
         if wanted && !pin.exists() {
-            let mut p = FEntry::from_pin(self.layout.prog(layout::PROG_SYSCALL_ENTER))
-                .map_err(program_err("syscall_enter"))?;
-            let id = p.attach().map_err(program_err("syscall_enter"))?;
-            let link: FdLink = p.take_link(id).map_err(program_err("syscall_enter"))?.into();
+            let fentry = self.layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY);
+            let link: FdLink = if fentry.exists() {
+                let mut p = FEntry::from_pin(fentry).map_err(program_err("syscall_enter"))?;
+                let id = p.attach().map_err(program_err("syscall_enter"))?;
+                p.take_link(id).map_err(program_err("syscall_enter"))?.into()
+            } else {
+                let mut p = BtfTracePoint::from_pin(self.layout.prog(layout::PROG_SYSCALL_ENTER_TP))
+                    .map_err(program_err("syscall_enter_tp"))?;
+                let id = p.attach().map_err(program_err("syscall_enter_tp"))?;
+                p.take_link(id).map_err(program_err("syscall_enter_tp"))?.into()
+            };
             link.pin(&pin)
                 .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
         } else if !wanted {
@@ -490,7 +519,7 @@ impl Programs {
                 continue;
             }
             if let Some(pid) = name
-                .strip_prefix(".loading-v")
+                .strip_prefix("loading-v")
                 .and_then(|rest| rest.split_once('-'))
                 .and_then(|(_, pid)| pid.parse::<i32>().ok())
             {

@@ -340,8 +340,8 @@ pub static X86_64: [Option<&str>; 470] = [
     Some("statx"), // 332
     Some("io_pgetevents"), // 333
     Some("rseq"), // 334
-    None, // 335
-    None, // 336
+    Some("uretprobe"), // 335
+    Some("uprobe"), // 336
     None, // 337
     None, // 338
     None, // 339
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn unassigned_and_out_of_range_numbers_have_no_name() {
-        assert_eq!(name(335), None);
+        assert_eq!(name(400), None);
         assert_eq!(name(100_000), None);
         assert_eq!(number("no_such_syscall"), None);
     }

@@ -65,6 +65,8 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_tgid: 0,
     task_pid: 0,
     binprm_filename: 0,
+    task_exit_code: 0,
+    reserved: 0,
 };
 
 /// Adds one to a health counter.

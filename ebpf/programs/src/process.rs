@@ -4,8 +4,8 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, generated::bpf_ktime_get_ns,
     },
-    macros::{btf_tracepoint, fentry},
-    programs::{BtfTracePointContext, FEntryContext},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 use lucid_ebpf_common::{event_kind, stat, ProcessEvent, Watch, MAX_CONTAINERS};
 
@@ -74,16 +74,17 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// Sends an exit event with the wait status, counts exits and OOM kills, and forgets the
 /// exiting thread's in-flight syscall.
 ///
-/// fentry on `do_exit(long code)`, which every exiting task runs in its own context; needs
-/// Linux 5.5 with BTF.
-#[fentry(function = "do_exit")]
-pub fn process_exit(ctx: FEntryContext) -> i32 {
+/// `tp_btf/sched_process_exit(p, group_dead)`, run by every exiting thread in its own context
+/// after `do_exit` stored the wait status in `p->exit_code`; needs Linux 6.10 (`group_dead`)
+/// with BTF.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
     match try_process_exit(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_process_exit(ctx: &FEntryContext) -> Result<(), ()> {
+fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
@@ -95,11 +96,20 @@ fn try_process_exit(ctx: &FEntryContext) -> Result<(), ()> {
     if oom_victim {
         count(watch, |c| &raw mut c.oom_kills);
     }
-    if tid != tgid {
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff == 0 {
         return Ok(());
     }
     count(watch, |c| &raw mut c.exits);
-    let code: i64 = ctx.arg(0);
+    let task: *const u8 = ctx.arg(0);
+    let offsets = kernel_offsets();
+    let exit_status = if offsets.task_exit_code != 0 {
+        // SAFETY: a probe read at an offset from this kernel's BTF; failures are not faults.
+        unsafe { bpf_probe_read_kernel(task.add(offsets.task_exit_code as usize).cast::<u32>()) }
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let Some(mut entry) = EVENTS.reserve::<ProcessEvent>(0) else {
         count_stat(stat::EVENTS_DROPPED);
         return Err(());
@@ -111,7 +121,7 @@ fn try_process_exit(ctx: &FEntryContext) -> Result<(), ()> {
         (*event).kind = event_kind::EXIT;
         (*event).pid = tgid;
         (*event).ppid = 0;
-        (*event).exit_status = code as u32;
+        (*event).exit_status = exit_status;
         (*event).cgroup_id = cgroup_id;
         (*event).ktime_ns = bpf_ktime_get_ns();
         (*event).comm = bpf_get_current_comm().unwrap_or_default();

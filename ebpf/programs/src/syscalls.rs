@@ -1,9 +1,11 @@
 //! Syscall counts, errors and latency per container.
 //!
-//! The hook is the x86_64 syscall dispatcher `x64_sys_call(regs, nr)` (Linux 6.9+): one fexit
-//! sees every syscall's number and return value, and tasks pay for it only on the syscall
-//! itself (a BPF trampoline), not by being moved to the slow syscall-entry path as the
-//! `raw_syscalls` tracepoints do. The tracepoint versions at the end exist to measure that choice.
+//! Two hooks do the same work; the loader takes the first the kernel accepts:
+//! - fexit/fentry on the x86_64 dispatcher `x64_sys_call(regs, nr)` (Linux 6.9+): tasks pay a
+//!   BPF trampoline on each syscall only, and stay on the fast syscall path;
+//! - the `raw_syscalls` BTF tracepoints (Linux 5.5+): any probe on them moves every task of the
+//!   host to the slow syscall-entry path, a fixed cost even outside containers. Hosts that
+//!   refuse fentry/fexit (some hardened or sandboxed kernels answer EPERM) get this one.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit},
@@ -125,11 +127,15 @@ pub fn syscall_enter(ctx: FEntryContext) -> i32 {
 }
 
 fn try_syscall_enter(ctx: &FEntryContext) -> Result<(), ()> {
+    start_latency(ctx.arg(1))
+}
+
+#[inline(always)]
+fn start_latency(nr: u32) -> Result<(), ()> {
     let (_, watch) = current_container().ok_or(())?;
     if watch.flags & WATCH_LATENCY == 0 {
         return Ok(());
     }
-    let nr: u32 = ctx.arg(1);
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: a helper call without arguments.
     let start_ns = unsafe { bpf_ktime_get_ns() };
@@ -150,19 +156,31 @@ fn try_syscall_enter(ctx: &FEntryContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// `raw_syscalls:sys_exit` (BTF) doing the same work as [`syscall_exit`]; kept to measure the
-/// hook choice, not attached in production. Needs Linux 5.5.
+/// [`syscall_exit`] on `tp_btf/sys_exit(regs, ret)`, for hosts without fexit. Needs Linux 5.5.
 #[btf_tracepoint(function = "sys_exit")]
-pub fn tp_btf_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    match try_tp_btf_sys_exit(&ctx) {
+pub fn syscall_exit_tp(ctx: BtfTracePointContext) -> i32 {
+    match try_syscall_exit_tp(&ctx) {
         Ok(()) | Err(()) => 0,
     }
+}
+
+/// [`syscall_enter`] on `tp_btf/sys_enter(regs, id)`, for hosts without fentry. Needs Linux 5.5.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn syscall_enter_tp(ctx: BtfTracePointContext) -> i32 {
+    match try_syscall_enter_tp(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_syscall_enter_tp(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let nr: i64 = ctx.arg(1);
+    start_latency(nr as u32)
 }
 
 /// Byte offset of `orig_ax` in x86_64 `struct pt_regs` (part of the user ABI).
 const PT_REGS_ORIG_AX: usize = 15 * 8;
 
-fn try_tp_btf_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_syscall_exit_tp(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let (_, watch) = current_container().ok_or(())?;
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
@@ -171,5 +189,9 @@ fn try_tp_btf_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         aya_ebpf::helpers::bpf_probe_read_kernel(regs.add(PT_REGS_ORIG_AX).cast::<u64>())
     }
     .map_err(|_| ())?;
-    count_syscall(watch, nr as u32, ret)
+    count_syscall(watch, nr as u32, ret)?;
+    if watch.flags & WATCH_LATENCY != 0 {
+        record_latency(watch, nr as u32);
+    }
+    Ok(())
 }
