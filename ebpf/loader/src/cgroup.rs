@@ -19,7 +19,9 @@ pub enum CgroupError {
         source: std::io::Error,
     },
     /// The path is not a directory of a cgroup v2 hierarchy.
-    #[error("{0} is not a cgroup v2 directory; pass the container's cgroup under the unified hierarchy")]
+    #[error(
+        "{0} is not a cgroup v2 directory; pass the container's cgroup under the unified hierarchy"
+    )]
     NotCgroup2(PathBuf),
 }
 

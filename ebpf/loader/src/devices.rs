@@ -97,14 +97,14 @@ pub fn runc_default_rules() -> Vec<DeviceRule> {
     vec![
         mknod(DeviceType::Char),
         mknod(DeviceType::Block),
-        DeviceRule::allow_char(Some(1), Some(3)),   // /dev/null
-        DeviceRule::allow_char(Some(1), Some(8)),   // /dev/random
-        DeviceRule::allow_char(Some(1), Some(7)),   // /dev/full
-        DeviceRule::allow_char(Some(5), Some(0)),   // /dev/tty
-        DeviceRule::allow_char(Some(1), Some(5)),   // /dev/zero
-        DeviceRule::allow_char(Some(1), Some(9)),   // /dev/urandom
-        DeviceRule::allow_char(Some(136), None),    // /dev/pts/*
-        DeviceRule::allow_char(Some(5), Some(2)),   // /dev/ptmx
+        DeviceRule::allow_char(Some(1), Some(3)), // /dev/null
+        DeviceRule::allow_char(Some(1), Some(8)), // /dev/random
+        DeviceRule::allow_char(Some(1), Some(7)), // /dev/full
+        DeviceRule::allow_char(Some(5), Some(0)), // /dev/tty
+        DeviceRule::allow_char(Some(1), Some(5)), // /dev/zero
+        DeviceRule::allow_char(Some(1), Some(9)), // /dev/urandom
+        DeviceRule::allow_char(Some(136), None),  // /dev/pts/*
+        DeviceRule::allow_char(Some(5), Some(2)), // /dev/ptmx
         DeviceRule::allow_char(Some(10), Some(200)), // /dev/net/tun
     ]
 }
@@ -227,7 +227,13 @@ mod tests {
             access: String::new(),
             ..DeviceRule::allow_char(Some(1), Some(3))
         };
-        assert!(decide(&compile(&[rule]).unwrap(), CHAR, 1, 3, READ | WRITE | MKNOD));
+        assert!(decide(
+            &compile(&[rule]).unwrap(),
+            CHAR,
+            1,
+            3,
+            READ | WRITE | MKNOD
+        ));
         let bad = DeviceRule {
             access: "rx".to_owned(),
             ..DeviceRule::allow_char(None, None)

@@ -88,7 +88,9 @@ pub enum Error {
     #[error("watched cgroups would sit at more than {0} distinct levels; keep containers' cgroups at a few depths")]
     TooManyLevels(usize),
     /// The pin directory exists but misses pins.
-    #[error("incomplete pins under {0}: remove that directory (no container is using it) and retry")]
+    #[error(
+        "incomplete pins under {0}: remove that directory (no container is using it) and retry"
+    )]
     IncompletePins(PathBuf),
 }
 
@@ -99,7 +101,11 @@ impl Error {
         matches!(self, Self::Unavailable(_))
     }
 
-    pub(crate) fn pin(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn pin(
+        action: &'static str,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
             return Self::Unavailable(Unavailable::NotPermitted(format!(
                 "{action} {}: {source}",

@@ -138,8 +138,9 @@ impl Programs {
         let layout = Layout::new(self.pin_dir().to_owned());
         let path = layout.map("EVENTS");
         let data = MapData::from_pin(&path).map_err(Error::map("EVENTS"))?;
-        let ring = RingBuf::try_from(aya::maps::Map::from_map_data(data).map_err(Error::map("EVENTS"))?)
-            .map_err(Error::map("EVENTS"))?;
+        let ring =
+            RingBuf::try_from(aya::maps::Map::from_map_data(data).map_err(Error::map("EVENTS"))?)
+                .map_err(Error::map("EVENTS"))?;
         Ok(EventReader { ring })
     }
 }

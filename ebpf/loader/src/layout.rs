@@ -98,7 +98,9 @@ pub(crate) fn ensure_bpffs(root: &Path) -> Result<(), Error> {
             break;
         }
     }
-    let on_bpffs = sys::statfs_magic(&probe).map(|m| m == BPF_FS_MAGIC).unwrap_or(false);
+    let on_bpffs = sys::statfs_magic(&probe)
+        .map(|m| m == BPF_FS_MAGIC)
+        .unwrap_or(false);
     if !on_bpffs {
         let mount_point = if root.starts_with("/sys/fs/bpf") {
             PathBuf::from("/sys/fs/bpf")

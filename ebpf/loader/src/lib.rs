@@ -40,8 +40,8 @@ mod layout;
 mod load;
 mod programs;
 mod read;
-pub mod syscall_names;
 mod sys;
+pub mod syscall_names;
 
 pub use cgroup::{Cgroup, CgroupError};
 pub use devices::{DeviceError, DeviceRule, DeviceType};

@@ -100,7 +100,8 @@ pub(crate) fn load_and_pin(layout: &Layout) -> Result<(), Error> {
     let path = layout.link(layout::LINK_SYSCALL_EXIT);
     let fexit = (|| -> Result<FdLink, Error> {
         let p: &mut FExit = program(&mut ebpf, "syscall_exit")?;
-        p.load("x64_sys_call", &btf).map_err(rejected("syscall_exit"))?;
+        p.load("x64_sys_call", &btf)
+            .map_err(rejected("syscall_exit"))?;
         let id = p.attach().map_err(rejected("syscall_exit"))?;
         Ok(p.take_link(id).map_err(rejected("syscall_exit"))?.into())
     })();
@@ -109,7 +110,8 @@ pub(crate) fn load_and_pin(layout: &Layout) -> Result<(), Error> {
         Err(e) => {
             log::info!("syscall counting falls back to the sys_exit tracepoint: {e}");
             let p: &mut BtfTracePoint = program(&mut ebpf, "syscall_exit_tp")?;
-            p.load("sys_exit", &btf).map_err(rejected("syscall_exit_tp"))?;
+            p.load("sys_exit", &btf)
+                .map_err(rejected("syscall_exit_tp"))?;
             let id = p.attach().map_err(rejected("syscall_exit_tp"))?;
             p.take_link(id).map_err(rejected("syscall_exit_tp"))?.into()
         }
@@ -119,13 +121,15 @@ pub(crate) fn load_and_pin(layout: &Layout) -> Result<(), Error> {
     // Latency: loaded now, attached while a container asks for it; same choice of hook.
     let fentry = (|| -> Result<(), Error> {
         let p: &mut FEntry = program(&mut ebpf, "syscall_enter")?;
-        p.load("x64_sys_call", &btf).map_err(rejected("syscall_enter"))?;
+        p.load("x64_sys_call", &btf)
+            .map_err(rejected("syscall_enter"))?;
         let path = layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY);
         p.pin(&path).map_err(pin_err(&path))
     })();
     if fentry.is_err() {
         let p: &mut BtfTracePoint = program(&mut ebpf, "syscall_enter_tp")?;
-        p.load("sys_enter", &btf).map_err(rejected("syscall_enter_tp"))?;
+        p.load("sys_enter", &btf)
+            .map_err(rejected("syscall_enter_tp"))?;
         let path = layout.prog(layout::PROG_SYSCALL_ENTER_TP);
         p.pin(&path).map_err(pin_err(&path))?;
     }

@@ -12,15 +12,14 @@ use std::{
 use aya::{
     maps::{Array, CgroupStorage, HashMap, Map, MapData, MapError, PerCpuCgroupStorage},
     programs::{
-        links::FdLink,
-        BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSkbAttachType, FEntry,
-        ProgramError,
+        links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb,
+        CgroupSkbAttachType, FEntry, ProgramError,
     },
 };
 use lucid_ebpf_common::{
-    ContainerCounters, DeviceRules, Inflight, LatencyHist, LatencyKey, NetCounters,
-    SyscallCount, Watch, WatchedLevels, LAYOUT_VERSION, MAX_CGROUP_LEVEL, MAX_CONTAINERS,
-    MAX_WATCHED_LEVELS, SYSCALL_SLOTS, WATCH_LATENCY,
+    ContainerCounters, DeviceRules, Inflight, LatencyHist, LatencyKey, NetCounters, SyscallCount,
+    Watch, WatchedLevels, LAYOUT_VERSION, MAX_CGROUP_LEVEL, MAX_CONTAINERS, MAX_WATCHED_LEVELS,
+    SYSCALL_SLOTS, WATCH_LATENCY,
 };
 
 use crate::{
@@ -126,11 +125,12 @@ fn program_err(program: &'static str) -> impl FnOnce(ProgramError) -> Error {
     }
 }
 
+/// Detaches the link pinned at `path` at once and removes the pin.
 fn remove_pin(path: &Path) -> Result<bool, Error> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
+    match sys::detach_and_unpin(path) {
+        Ok(removed) => Ok(removed),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::pin("removing", path, e)),
+        Err(e) => Err(Error::pin("detaching", path, e)),
     }
 }
 
@@ -175,10 +175,8 @@ impl Programs {
             return Self::open(pin_root);
         }
         layout::ensure_bpffs(pin_root)?;
-        let staging = Layout::new(pin_root.join(format!(
-            "loading-v{LAYOUT_VERSION}-{}",
-            std::process::id()
-        )));
+        let staging =
+            Layout::new(pin_root.join(format!("loading-v{LAYOUT_VERSION}-{}", std::process::id())));
         let loaded = load::load_and_pin(&staging);
         if let Err(e) = loaded {
             if let Err(cleanup) = layout::remove_pin_root(&staging.dir) {
@@ -189,7 +187,10 @@ impl Programs {
         let opened = match std::fs::rename(&staging.dir, &layout.dir) {
             Ok(()) => Opened::Loaded,
             Err(e) if layout.dir.exists() => {
-                log::debug!("another process pinned {} first ({e})", layout.dir.display());
+                log::debug!(
+                    "another process pinned {} first ({e})",
+                    layout.dir.display()
+                );
                 layout::remove_pin_root(&staging.dir)?;
                 Opened::Existing
             }
@@ -254,7 +255,10 @@ impl Programs {
             .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
 
         let existing = self.watched_entries()?;
-        let previous = existing.iter().find(|(id, _)| *id == cgroup.id).map(|(_, w)| *w);
+        let previous = existing
+            .iter()
+            .find(|(id, _)| *id == cgroup.id)
+            .map(|(_, w)| *w);
         let slot = match previous {
             Some(w) => w.slot,
             None => {
@@ -269,11 +273,18 @@ impl Programs {
         };
         let watch = Watch {
             slot,
-            flags: if options.syscall_latency { WATCH_LATENCY } else { 0 },
+            flags: if options.syscall_latency {
+                WATCH_LATENCY
+            } else {
+                0
+            },
             level: cgroup.level,
             reserved: 0,
         };
-        let mut all: Vec<(u64, Watch)> = existing.into_iter().filter(|(id, _)| *id != cgroup.id).collect();
+        let mut all: Vec<(u64, Watch)> = existing
+            .into_iter()
+            .filter(|(id, _)| *id != cgroup.id)
+            .collect();
         all.push((cgroup.id, watch));
         let levels = levels_of(&all)?;
 
@@ -289,16 +300,18 @@ impl Programs {
             if pin.exists() {
                 continue;
             }
-            let mut p = CgroupSkb::from_pin(self.layout.prog(prog), attach)
-                .map_err(program_err(prog))?;
+            let mut p =
+                CgroupSkb::from_pin(self.layout.prog(prog), attach).map_err(program_err(prog))?;
             let id = p
                 // BPF links always stack with other programs; the link API takes no ALLOW_MULTI flag.
                 .attach(cgroup_fd.as_fd(), attach, CgroupAttachMode::Single)
                 .map_err(program_err(prog))?;
-            let link = FdLink::try_from(p.take_link(id).map_err(program_err(prog))?)
-                .map_err(|e| Error::Program {
-                    program: prog,
-                    detail: e.to_string(),
+            let link =
+                FdLink::try_from(p.take_link(id).map_err(program_err(prog))?).map_err(|e| {
+                    Error::Program {
+                        program: prog,
+                        detail: e.to_string(),
+                    }
                 })?;
             link.pin(&pin)
                 .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
@@ -333,7 +346,9 @@ impl Programs {
         self.watched
             .insert(cgroup.id, watch, 0)
             .map_err(Error::map("WATCHED"))?;
-        self.levels.set(0, levels, 0).map_err(Error::map("LEVELS"))?;
+        self.levels
+            .set(0, levels, 0)
+            .map_err(Error::map("LEVELS"))?;
         self.update_latency_link(&all)?;
         Ok(Registered {
             cgroup_id: cgroup.id,
@@ -357,20 +372,29 @@ impl Programs {
         let dir = self.layout.container(cgroup_id);
         let had_pins = dir.exists();
         if had_pins {
-            // Dropping the unpinned link closes its last reference: the kernel detaches it.
-            for prog in [layout::PROG_NET_INGRESS, layout::PROG_NET_EGRESS, layout::PROG_DEVICE] {
+            for prog in [
+                layout::PROG_NET_INGRESS,
+                layout::PROG_NET_EGRESS,
+                layout::PROG_DEVICE,
+            ] {
                 remove_pin(&dir.join(prog))?;
             }
             std::fs::remove_dir(&dir).map_err(|e| Error::pin("removing", &dir, e))?;
         }
+        self.zero_cgroup_storage(cgroup_id)?;
         let entries = self.watched_entries()?;
         let Some((_, watch)) = entries.iter().find(|(id, _)| *id == cgroup_id).copied() else {
             return Err(Error::NotRegistered(cgroup_id));
         };
-        let rest: Vec<(u64, Watch)> = entries.into_iter().filter(|(id, _)| *id != cgroup_id).collect();
+        let rest: Vec<(u64, Watch)> = entries
+            .into_iter()
+            .filter(|(id, _)| *id != cgroup_id)
+            .collect();
         // Levels first, so no program looks for an entry about to go.
         let levels = levels_of(&rest)?;
-        self.levels.set(0, levels, 0).map_err(Error::map("LEVELS"))?;
+        self.levels
+            .set(0, levels, 0)
+            .map_err(Error::map("LEVELS"))?;
         match self.watched.remove(&cgroup_id) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(Error::map("WATCHED")(e)),
@@ -380,14 +404,45 @@ impl Programs {
         Ok(())
     }
 
+    /// Zeroes the container's per-attachment storage (network counters, device rules). The
+    /// kernel keeps those entries until the cgroup itself is freed, and cannot delete them.
+    fn zero_cgroup_storage(&mut self, cgroup_id: u64) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| {
+            Error::pin("reading", Path::new("/sys/devices/system/cpu/possible"), e)
+        })?;
+        for attach in [BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS] {
+            let key = aya::maps::CgroupStorageKey::new(cgroup_id, attach);
+            let zeros = aya::maps::PerCpuValues::try_from(vec![NetCounters::default(); cpus])
+                .map_err(|e| Error::pin("sizing per-CPU values for", Path::new("NET"), e))?;
+            match self.net.insert(key, zeros, 0) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::map("NET")(e)),
+            }
+        }
+        let key = aya::maps::CgroupStorageKey::new(cgroup_id, BPF_CGROUP_DEVICE);
+        match self.device_rules.insert(key, DeviceRules::default(), 0) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::map("DEVICE_RULES")(e)),
+        }
+        Ok(())
+    }
+
     /// Zeroes a slot's counters and removes its latency and in-flight entries.
     fn clear_slot(&mut self, slot: u32) -> Result<(), Error> {
         let zero = SyscallCount::default();
         for nr in 0..SYSCALL_SLOTS {
             let index = slot * SYSCALL_SLOTS + nr;
-            let current = self.syscalls.get(&index, 0).map_err(Error::map("SYSCALLS"))?;
+            let current = self
+                .syscalls
+                .get(&index, 0)
+                .map_err(Error::map("SYSCALLS"))?;
             if current != zero {
-                self.syscalls.set(index, zero, 0).map_err(Error::map("SYSCALLS"))?;
+                self.syscalls
+                    .set(index, zero, 0)
+                    .map_err(Error::map("SYSCALLS"))?;
             }
         }
         self.counters
@@ -430,12 +485,17 @@ impl Programs {
             let link: FdLink = if fentry.exists() {
                 let mut p = FEntry::from_pin(fentry).map_err(program_err("syscall_enter"))?;
                 let id = p.attach().map_err(program_err("syscall_enter"))?;
-                p.take_link(id).map_err(program_err("syscall_enter"))?.into()
+                p.take_link(id)
+                    .map_err(program_err("syscall_enter"))?
+                    .into()
             } else {
-                let mut p = BtfTracePoint::from_pin(self.layout.prog(layout::PROG_SYSCALL_ENTER_TP))
-                    .map_err(program_err("syscall_enter_tp"))?;
+                let mut p =
+                    BtfTracePoint::from_pin(self.layout.prog(layout::PROG_SYSCALL_ENTER_TP))
+                        .map_err(program_err("syscall_enter_tp"))?;
                 let id = p.attach().map_err(program_err("syscall_enter_tp"))?;
-                p.take_link(id).map_err(program_err("syscall_enter_tp"))?.into()
+                p.take_link(id)
+                    .map_err(program_err("syscall_enter_tp"))?
+                    .into()
             };
             link.pin(&pin)
                 .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
@@ -580,7 +640,9 @@ fn container_links_dead(dir: &Path) -> Result<bool, Error> {
         let Ok(fd) = sys::obj_get(&entry.path()) else {
             continue;
         };
-        let alive = sys::link_cgroup_id(fd.as_fd()).map(|id| id != 0).unwrap_or(false);
+        let alive = sys::link_cgroup_id(fd.as_fd())
+            .map(|id| id != 0)
+            .unwrap_or(false);
         if alive {
             return Ok(false);
         }

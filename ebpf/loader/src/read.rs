@@ -106,7 +106,13 @@ impl Programs {
                 continue;
             }
             let latency = if watch.flags & lucid_ebpf_common::WATCH_LATENCY != 0 {
-                match self.latency.get(&LatencyKey { slot: watch.slot, nr }, 0) {
+                match self.latency.get(
+                    &LatencyKey {
+                        slot: watch.slot,
+                        nr,
+                    },
+                    0,
+                ) {
                     Ok(h) => Some(LatencyHistogram { buckets: h.buckets }),
                     Err(MapError::KeyNotFound) => Some(LatencyHistogram {
                         buckets: [0; LATENCY_BUCKETS],

@@ -133,7 +133,12 @@ pub fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     };
     // SAFETY: `attr` points to a NUL-terminated path that outlives the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw mut attr, std::mem::size_of::<Attr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -168,7 +173,12 @@ pub fn cgroup_link_create(
     };
     // SAFETY: `attr` is a zero-padded bpf_attr prefix valid for the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &raw mut attr, std::mem::size_of::<Attr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -198,10 +208,56 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     };
     // SAFETY: `attr` points to a NUL-terminated path that outlives the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, &raw mut attr, std::mem::size_of::<Attr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Detaches the link pinned at `path` now (`BPF_LINK_DETACH`), then removes the pin; without
+/// the explicit detach the kernel frees the link later, from a work queue.
+/// Returns false when there was no pin.
+pub fn detach_and_unpin(path: &Path) -> io::Result<bool> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let fd = match obj_get(path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    #[repr(C)]
+    struct Attr {
+        link_fd: u32,
+        pad: u32,
+    }
+    let mut attr = Attr {
+        link_fd: fd.as_raw_fd() as u32,
+        pad: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    // A link whose cgroup is gone is detached already; tracepoint links cannot be detached
+    // early (EOPNOTSUPP) and go when the pin and this descriptor are gone.
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        let benign = [libc::ENOLINK, libc::EINVAL, libc::EOPNOTSUPP];
+        if !e.raw_os_error().is_some_and(|code| benign.contains(&code)) {
+            return Err(e);
+        }
+    }
+    std::fs::remove_file(path)?;
+    Ok(true)
 }

@@ -27,11 +27,16 @@ fn getppid_and_failing_open_are_counted_exactly_and_outsiders_are_not() {
     let pins = TestPins::new("syscalls");
     let cgroup = TestCgroup::new("syscalls");
     let mut bpf = pins.load();
-    let reg = bpf.register(&cgroup.path, &RegisterOptions::default()).unwrap();
+    let reg = bpf
+        .register(&cgroup.path, &RegisterOptions::default())
+        .unwrap();
 
     // The test process itself, outside the cgroup, makes the same calls meanwhile.
     let outside = std::thread::spawn(|| getppid_and_failing_open(N));
-    assert_eq!(run_in_cgroup(&cgroup.path, || getppid_and_failing_open(N)), 0);
+    assert_eq!(
+        run_in_cgroup(&cgroup.path, || getppid_and_failing_open(N)),
+        0
+    );
     outside.join().unwrap();
 
     let rows = bpf.syscalls(reg.cgroup_id).unwrap();
@@ -55,7 +60,9 @@ fn processes_in_nested_cgroups_count_for_the_container() {
         p
     };
     let mut bpf = pins.load();
-    let reg = bpf.register(&cgroup.path, &RegisterOptions::default()).unwrap();
+    let reg = bpf
+        .register(&cgroup.path, &RegisterOptions::default())
+        .unwrap();
     assert_eq!(run_in_cgroup(&inner, || getppid_and_failing_open(N)), 0);
     assert_eq!(run_in_cgroup(&deeper, || getppid_and_failing_open(N)), 0);
     let rows = bpf.syscalls(reg.cgroup_id).unwrap();
@@ -75,12 +82,18 @@ fn latency_histogram_has_one_sample_per_call_when_asked() {
     };
     let reg = bpf.register(&cgroup.path, &options).unwrap();
     assert!(bpf.pin_dir().join("links/syscall_enter").exists());
-    assert_eq!(run_in_cgroup(&cgroup.path, || getppid_and_failing_open(N)), 0);
+    assert_eq!(
+        run_in_cgroup(&cgroup.path, || getppid_and_failing_open(N)),
+        0
+    );
     let rows = bpf.syscalls(reg.cgroup_id).unwrap();
     let getppid = row(&rows, "getppid").unwrap();
     let hist = getppid.latency.expect("latency recorded");
     assert_eq!(hist.samples(), N as u64);
-    assert!(hist.quantile_upper_ns(0.5).unwrap() < 1_000_000, "getppid takes under 1 ms");
+    assert!(
+        hist.quantile_upper_ns(0.5).unwrap() < 1_000_000,
+        "getppid takes under 1 ms"
+    );
     bpf.unregister(reg.cgroup_id).unwrap();
     assert!(
         !bpf.pin_dir().join("links/syscall_enter").exists(),
@@ -93,7 +106,9 @@ fn unassigned_syscall_numbers_are_counted_under_a_made_up_name() {
     let pins = TestPins::new("unknown-nr");
     let cgroup = TestCgroup::new("unknown-nr");
     let mut bpf = pins.load();
-    let reg = bpf.register(&cgroup.path, &RegisterOptions::default()).unwrap();
+    let reg = bpf
+        .register(&cgroup.path, &RegisterOptions::default())
+        .unwrap();
     // 400 is in the x86_64 table's gap; far beyond the table the kernel never dispatches.
     assert_eq!(syscall_names::name(400), None);
     let code = run_in_cgroup(&cgroup.path, || {

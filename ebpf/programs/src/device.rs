@@ -19,8 +19,13 @@ pub fn device_filter(ctx: DeviceContext) -> i32 {
 fn try_device_filter(ctx: &DeviceContext) -> Result<i32, ()> {
     let rules: *mut DeviceRules = DEVICE_RULES.get_ptr_mut();
     // SAFETY: `ctx.device` is the kernel's bpf_cgroup_dev_ctx for this call.
-    let (access_type, major, minor) =
-        unsafe { ((*ctx.device).access_type, (*ctx.device).major, (*ctx.device).minor) };
+    let (access_type, major, minor) = unsafe {
+        (
+            (*ctx.device).access_type,
+            (*ctx.device).major,
+            (*ctx.device).minor,
+        )
+    };
     // access_type: device type in the low 16 bits, BPF_DEVCG_ACC_* in the high 16.
     let dev_type = access_type & 0xffff;
     let access = access_type >> 16;
@@ -33,7 +38,8 @@ fn try_device_filter(ctx: &DeviceContext) -> Result<i32, ()> {
         }
         // SAFETY: `i` is below MAX_DEVICE_RULES, the array's length.
         let rule = unsafe { (*rules).rules[i] };
-        let type_matches = rule.kind == lucid_ebpf_common::device_type::ALL || rule.kind == dev_type;
+        let type_matches =
+            rule.kind == lucid_ebpf_common::device_type::ALL || rule.kind == dev_type;
         let major_matches = rule.major == DEVICE_WILDCARD || rule.major == major;
         let minor_matches = rule.minor == DEVICE_WILDCARD || rule.minor == minor;
         // A rule applies when it names every access asked for.

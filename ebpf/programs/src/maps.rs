@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, CgroupStorage, HashMap, PerCpuCgroupStorage, RingBuf},
 };
 use lucid_ebpf_common::{
-    ContainerCounters, DeviceRules, Inflight, KernelOffsets, LatencyHist, LatencyKey,
-    NetCounters, SyscallCount, Watch, WatchedLevels, EVENTS_RING_BYTES, INFLIGHT_ENTRIES,
-    LATENCY_ENTRIES, MAX_CONTAINERS, SYSCALL_SLOTS,
+    ContainerCounters, DeviceRules, Inflight, KernelOffsets, LatencyHist, LatencyKey, NetCounters,
+    SyscallCount, Watch, WatchedLevels, EVENTS_RING_BYTES, INFLIGHT_ENTRIES, LATENCY_ENTRIES,
+    MAX_CONTAINERS, SYSCALL_SLOTS,
 };
 
 /// Watched v2 cgroup id -> its counter slot and options.

@@ -34,11 +34,14 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
         // SAFETY: probe reads of kernel memory at offsets the loader took from this kernel's
         // BTF; a bad address makes the helper fail, not fault.
         unsafe {
-            bpf_probe_read_kernel(task.add(offsets.task_real_parent as usize).cast::<*const u8>())
-                .and_then(|parent| {
-                    bpf_probe_read_kernel(parent.add(offsets.task_tgid as usize).cast::<u32>())
-                })
-                .unwrap_or(0)
+            bpf_probe_read_kernel(
+                task.add(offsets.task_real_parent as usize)
+                    .cast::<*const u8>(),
+            )
+            .and_then(|parent| {
+                bpf_probe_read_kernel(parent.add(offsets.task_tgid as usize).cast::<u32>())
+            })
+            .unwrap_or(0)
         }
     } else {
         0
@@ -60,9 +63,10 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
         (*event).comm = bpf_get_current_comm().unwrap_or_default();
         (*event).filename[0] = 0;
         if offsets.binprm_filename != 0 {
-            if let Ok(filename) =
-                bpf_probe_read_kernel(bprm.add(offsets.binprm_filename as usize).cast::<*const u8>())
-            {
+            if let Ok(filename) = bpf_probe_read_kernel(
+                bprm.add(offsets.binprm_filename as usize)
+                    .cast::<*const u8>(),
+            ) {
                 let _ = bpf_probe_read_kernel_str_bytes(filename, &mut (*event).filename);
             }
         }

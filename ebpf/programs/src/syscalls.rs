@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
 use lucid_ebpf_common::{
-    stat, Inflight, LatencyHist, LatencyKey, Watch, LATENCY_BUCKETS, MAX_CONTAINERS,
-    SYSCALL_SLOTS, WATCH_LATENCY,
+    stat, Inflight, LatencyHist, LatencyKey, Watch, LATENCY_BUCKETS, MAX_CONTAINERS, SYSCALL_SLOTS,
+    WATCH_LATENCY,
 };
 
 use crate::{
@@ -74,7 +74,8 @@ fn record_latency(watch: Watch, nr: u32) {
     };
     // SAFETY: `inflight` comes from a successful lookup; this thread is the only writer of
     // its own entry, so plain reads and writes do not race.
-    let (start, slot, entry_nr) = unsafe { ((*inflight).start_ns, (*inflight).slot, (*inflight).nr) };
+    let (start, slot, entry_nr) =
+        unsafe { ((*inflight).start_ns, (*inflight).slot, (*inflight).nr) };
     if start == 0 || slot != watch.slot || entry_nr != nr {
         return;
     }

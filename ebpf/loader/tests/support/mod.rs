@@ -26,7 +26,10 @@ pub fn cgroup2_root() -> PathBuf {
 pub fn require_root_and_bpf() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test loads eBPF programs and must run as root");
+    assert_eq!(
+        euid, 0,
+        "this test loads eBPF programs and must run as root"
+    );
     assert!(
         Path::new("/sys/kernel/btf/vmlinux").exists(),
         "this test needs kernel BTF at /sys/kernel/btf/vmlinux"
@@ -41,7 +44,10 @@ pub struct TestPins {
 impl TestPins {
     pub fn new(name: &str) -> Self {
         require_root_and_bpf();
-        let root = PathBuf::from(format!("/sys/fs/bpf/lucid-test-{name}-{}", std::process::id()));
+        let root = PathBuf::from(format!(
+            "/sys/fs/bpf/lucid-test-{name}-{}",
+            std::process::id()
+        ));
         let _ = lucid_ebpf::remove_pin_root(&root);
         Self { root }
     }
