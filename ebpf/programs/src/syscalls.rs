@@ -185,11 +185,9 @@ fn try_syscall_exit_tp(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let (_, watch) = current_container().ok_or(())?;
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    // SAFETY: a probe read of the tracepoint's own pt_regs argument.
-    let nr: u64 = unsafe {
-        aya_ebpf::helpers::bpf_probe_read_kernel(regs.add(PT_REGS_ORIG_AX).cast::<u64>())
-    }
-    .map_err(|_| ())?;
+    // SAFETY: `regs` is the tracepoint's BTF-typed pt_regs argument; the verifier checks this
+    // direct load against pt_regs's layout (orig_ax is user ABI), no helper call needed.
+    let nr: u64 = unsafe { *(regs.add(PT_REGS_ORIG_AX).cast::<u64>()) };
     count_syscall(watch, nr as u32, ret)?;
     if watch.flags & WATCH_LATENCY != 0 {
         record_latency(watch, nr as u32);
