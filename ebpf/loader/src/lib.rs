@@ -1,0 +1,56 @@
+//! lucid's eBPF side, from user space: load and pin the programs once, register containers'
+//! cgroups, read what the programs counted.
+//!
+//! The API is synchronous and starts no thread, so the short-lived `lucid` binary can use it on
+//! its create and delete paths. The usual flow:
+//!
+//! ```no_run
+//! use lucid_ebpf::{Programs, RegisterOptions, DEFAULT_PIN_ROOT};
+//! # fn main() -> Result<(), lucid_ebpf::Error> {
+//! // `lucid create`: cheap when the programs are already pinned (by the exporter or an
+//! // earlier container); loads and pins them otherwise.
+//! let mut bpf = match Programs::open_or_load(DEFAULT_PIN_ROOT.as_ref()) {
+//!     Ok(bpf) => bpf,
+//!     Err(e) if e.is_unavailable() => {
+//!         eprintln!("lucid: running without eBPF: {e}");
+//!         return Ok(());
+//!     }
+//!     Err(e) => return Err(e),
+//! };
+//! let cgroup = "/sys/fs/cgroup/unified/lucid/abc".as_ref();
+//! let registered = bpf.register(cgroup, &RegisterOptions::default())?;
+//! // `lucid syscalls abc`
+//! for row in bpf.syscalls(registered.cgroup_id)? {
+//!     println!("{:>8} {:>8} {}", row.count, row.errors, row.name);
+//! }
+//! // `lucid delete`, after the cgroup is removed
+//! bpf.unregister(registered.cgroup_id)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every program needs Linux 6.9 or newer on x86_64 (the `x64_sys_call` dispatcher), with BTF
+//! and a BPF file system; without them [`Error::is_unavailable`] is true.
+
+mod cgroup;
+pub mod devices;
+mod error;
+mod events;
+pub mod kernel_btf;
+mod layout;
+mod load;
+mod programs;
+mod read;
+mod sys;
+pub mod syscall_names;
+
+pub use cgroup::{Cgroup, CgroupError};
+pub use devices::{DeviceError, DeviceRule, DeviceType};
+pub use error::{Error, Unavailable};
+pub use events::{Event, EventReader};
+pub use layout::{remove_pin_root, DEFAULT_PIN_ROOT};
+pub use lucid_ebpf_common::LAYOUT_VERSION;
+pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport, SyscallHook};
+pub use read::{ContainerStats, Health, LatencyHistogram, SyscallRow};
+
+/// The compiled eBPF object, built by `build.rs` from `ebpf/programs`.
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid"));

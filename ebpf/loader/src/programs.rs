@@ -1,0 +1,670 @@
+//! The handle on the pinned programs and maps: open or load, register and unregister
+//! containers, sweep what deleted containers left behind.
+// The per-attachment cgroup storage maps are deprecated upstream in favour of
+// BPF_MAP_TYPE_CGRP_STORAGE, which is keyed by cgroup alone; per attachment is what we need.
+#![allow(deprecated)]
+use std::{
+    collections::BTreeSet,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, CgroupStorage, HashMap, Map, MapData, MapError, PerCpuCgroupStorage},
+    programs::{
+        links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb,
+        CgroupSkbAttachType, FEntry, ProgramError,
+    },
+};
+use lucid_ebpf_common::{
+    ContainerCounters, DeviceRules, Inflight, LatencyHist, LatencyKey, NetCounters, SyscallCount,
+    Watch, WatchedLevels, LAYOUT_VERSION, MAX_CGROUP_LEVEL, MAX_CONTAINERS, MAX_WATCHED_LEVELS,
+    SYSCALL_SLOTS, WATCH_LATENCY,
+};
+
+use crate::{
+    cgroup::Cgroup,
+    devices::{self, DeviceRule},
+    layout::{self, Layout},
+    load, sys, Error,
+};
+
+/// Attach type numbers the kernel uses in cgroup storage keys.
+pub(crate) const BPF_CGROUP_INET_INGRESS: u32 = 0;
+pub(crate) const BPF_CGROUP_INET_EGRESS: u32 = 1;
+pub(crate) const BPF_CGROUP_DEVICE: u32 = 6;
+
+/// How a container is registered.
+#[derive(Clone, Debug, Default)]
+pub struct RegisterOptions {
+    /// Record a syscall latency histogram (annotation `lucid.ebpf/syscall-latency: "true"`);
+    /// every syscall on the host pays a second trampoline while any container has it.
+    pub syscall_latency: bool,
+    /// Device rules for the cgroup v2 device controller, already in the order to apply (see
+    /// [`devices::runc_rules`]); `None` attaches no device filter.
+    pub devices: Option<Vec<DeviceRule>>,
+}
+
+/// A registered container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    /// The v2 cgroup id, the key of every read.
+    pub cgroup_id: u64,
+    /// Its row in the counter arrays.
+    pub slot: u32,
+    /// Its level in the v2 hierarchy.
+    pub level: u32,
+    /// Whether syscall latency is recorded.
+    pub syscall_latency: bool,
+    /// Whether a device filter is attached.
+    pub devices: bool,
+}
+
+/// Whether [`Programs::open_or_load`] found the pins or made them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// The programs were already loaded and pinned.
+    Existing,
+    /// This call loaded and pinned them.
+    Loaded,
+}
+
+/// Which hook counts syscalls (chosen at load: the first the kernel accepts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// fexit (and fentry for latency) on `x64_sys_call`: only syscalls pay, on the fast path.
+    Fexit,
+    /// The `raw_syscalls` BTF tracepoints: every task of the host takes the slow syscall path.
+    Tracepoint,
+}
+
+/// What [`Programs::sweep`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Containers whose cgroup was gone, unregistered.
+    pub containers: Vec<u64>,
+    /// Directories of other layout versions removed or emptied.
+    pub old_versions: Vec<PathBuf>,
+    /// Leftover loads (names without dots: bpffs refuses them) of processes that died mid-load, removed.
+    pub abandoned_loads: Vec<PathBuf>,
+}
+
+/// The pinned maps, opened; one per process (the runtime) or long-lived (the exporter).
+pub struct Programs {
+    layout: Layout,
+    root: PathBuf,
+    opened: Opened,
+    pub(crate) watched: HashMap<MapData, u64, Watch>,
+    pub(crate) levels: Array<MapData, WatchedLevels>,
+    pub(crate) syscalls: Array<MapData, SyscallCount>,
+    pub(crate) latency: HashMap<MapData, LatencyKey, LatencyHist>,
+    pub(crate) inflight: HashMap<MapData, u32, Inflight>,
+    pub(crate) counters: Array<MapData, ContainerCounters>,
+    pub(crate) stats: Array<MapData, u64>,
+    pub(crate) net: PerCpuCgroupStorage<MapData, NetCounters>,
+    pub(crate) device_rules: CgroupStorage<MapData, DeviceRules>,
+}
+
+fn open_map<T>(layout: &Layout, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let path = layout.map(name);
+    let data = MapData::from_pin(&path).map_err(|e| match e {
+        MapError::SyscallError(s) => Error::pin("opening", &path, s.io_error),
+        other => Error::map(name)(other),
+    })?;
+    let map = Map::from_map_data(data).map_err(Error::map(name))?;
+    T::try_from(map).map_err(Error::map(name))
+}
+
+fn program_err(program: &'static str) -> impl FnOnce(ProgramError) -> Error {
+    move |e| Error::Program {
+        program,
+        detail: e.to_string(),
+    }
+}
+
+/// Detaches the link pinned at `path` at once and removes the pin.
+fn remove_pin(path: &Path) -> Result<bool, Error> {
+    match sys::detach_and_unpin(path) {
+        Ok(removed) => Ok(removed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::pin("detaching", path, e)),
+    }
+}
+
+impl Programs {
+    /// Opens the programs pinned under `pin_root` (e.g. [`crate::DEFAULT_PIN_ROOT`]) by an
+    /// earlier load; fails with [`Error::IncompletePins`] or a `Pin` error when there are none.
+    ///
+    /// This is the runtime's normal path: no object parsing, no verifier, a few bpf(2) calls.
+    pub fn open(pin_root: &Path) -> Result<Self, Error> {
+        let layout = Layout::current(pin_root);
+        Self::open_layout(pin_root, layout, Opened::Existing)
+    }
+
+    fn open_layout(root: &Path, layout: Layout, opened: Opened) -> Result<Self, Error> {
+        Ok(Self {
+            watched: open_map(&layout, "WATCHED")?,
+            levels: open_map(&layout, "LEVELS")?,
+            syscalls: open_map(&layout, "SYSCALLS")?,
+            latency: open_map(&layout, "LATENCY")?,
+            inflight: open_map(&layout, "INFLIGHT")?,
+            counters: open_map(&layout, "COUNTERS")?,
+            stats: open_map(&layout, "STATS")?,
+            net: open_map(&layout, "NET")?,
+            device_rules: open_map(&layout, "DEVICE_RULES")?,
+            root: root.to_owned(),
+            layout,
+            opened,
+        })
+    }
+
+    /// Opens the pinned programs, or loads, attaches and pins them first if this version is
+    /// not pinned yet (then also sweeps pins of other versions and of deleted containers).
+    ///
+    /// Safe to call from several processes at once: each loads into a private directory and
+    /// the first to rename it into place wins; the others drop theirs and open the winner's.
+    pub fn open_or_load(pin_root: &Path) -> Result<Self, Error> {
+        let layout = Layout::current(pin_root);
+        if layout.dir.exists() {
+            if layout.required_pins().iter().any(|p| !p.exists()) {
+                return Err(Error::IncompletePins(layout.dir.clone()));
+            }
+            return Self::open(pin_root);
+        }
+        layout::ensure_bpffs(pin_root)?;
+        let staging =
+            Layout::new(pin_root.join(format!("loading-v{LAYOUT_VERSION}-{}", std::process::id())));
+        let loaded = load::load_and_pin(&staging);
+        if let Err(e) = loaded {
+            if let Err(cleanup) = layout::remove_pin_root(&staging.dir) {
+                log::warn!("{cleanup}");
+            }
+            return Err(e);
+        }
+        let opened = match std::fs::rename(&staging.dir, &layout.dir) {
+            Ok(()) => Opened::Loaded,
+            Err(e) if layout.dir.exists() => {
+                log::debug!(
+                    "another process pinned {} first ({e})",
+                    layout.dir.display()
+                );
+                layout::remove_pin_root(&staging.dir)?;
+                Opened::Existing
+            }
+            Err(e) => {
+                layout::remove_pin_root(&staging.dir)?;
+                return Err(Error::pin("publishing", &layout.dir, e));
+            }
+        };
+        let mut programs = Self::open_layout(pin_root, layout, opened)?;
+        if opened == Opened::Loaded {
+            let report = programs.sweep()?;
+            if report != SweepReport::default() {
+                log::info!("removed stale eBPF pins: {report:?}");
+            }
+        }
+        Ok(programs)
+    }
+
+    /// The hook counting syscalls on this host.
+    pub fn syscall_hook(&self) -> SyscallHook {
+        if self.layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY).exists() {
+            SyscallHook::Fexit
+        } else {
+            SyscallHook::Tracepoint
+        }
+    }
+
+    /// Whether this handle found the programs pinned or loaded them.
+    pub fn opened(&self) -> Opened {
+        self.opened
+    }
+
+    /// The version directory holding the pins (`<pin root>/v<LAYOUT_VERSION>`).
+    pub fn pin_dir(&self) -> &Path {
+        &self.layout.dir
+    }
+
+    /// Watches the container whose v2 cgroup directory is `cgroup_dir`: its processes (also in
+    /// cgroups nested below) are counted, its network traffic counted, and its device filter
+    /// attached if `options.devices` is set. The links are pinned, so they outlive this process.
+    ///
+    /// Registering an already registered cgroup updates its options and re-attaches missing links.
+    pub fn register(
+        &mut self,
+        cgroup_dir: &Path,
+        options: &RegisterOptions,
+    ) -> Result<Registered, Error> {
+        let cgroup = Cgroup::from_path(cgroup_dir)?;
+        if cgroup.level > MAX_CGROUP_LEVEL {
+            return Err(Error::TooDeep {
+                path: cgroup.path,
+                level: cgroup.level,
+                max: MAX_CGROUP_LEVEL,
+            });
+        }
+        let device_table = options
+            .devices
+            .as_deref()
+            .map(devices::compile)
+            .transpose()?;
+        let _lock = sys::DirLock::exclusive(&self.layout.dir)
+            .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
+
+        let existing = self.watched_entries()?;
+        let previous = existing
+            .iter()
+            .find(|(id, _)| *id == cgroup.id)
+            .map(|(_, w)| *w);
+        let slot = match previous {
+            Some(w) => w.slot,
+            None => {
+                let used: BTreeSet<u32> = existing.iter().map(|(_, w)| w.slot).collect();
+                let slot = (0..MAX_CONTAINERS)
+                    .find(|s| !used.contains(s))
+                    .ok_or(Error::Full(MAX_CONTAINERS))?;
+                // Counts a deleted container's last in-flight syscalls may have left behind.
+                self.clear_slot(slot)?;
+                slot
+            }
+        };
+        let watch = Watch {
+            slot,
+            flags: if options.syscall_latency {
+                WATCH_LATENCY
+            } else {
+                0
+            },
+            level: cgroup.level,
+            reserved: 0,
+        };
+        let mut all: Vec<(u64, Watch)> = existing
+            .into_iter()
+            .filter(|(id, _)| *id != cgroup.id)
+            .collect();
+        all.push((cgroup.id, watch));
+        let levels = levels_of(&all)?;
+
+        let dir = self.layout.container(cgroup.id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::pin("creating", &dir, e))?;
+        let cgroup_fd = std::fs::File::open(&cgroup.path)
+            .map_err(|e| Error::pin("opening cgroup", &cgroup.path, e))?;
+        for (prog, attach) in [
+            (layout::PROG_NET_INGRESS, CgroupSkbAttachType::Ingress),
+            (layout::PROG_NET_EGRESS, CgroupSkbAttachType::Egress),
+        ] {
+            let pin = dir.join(prog);
+            if pin.exists() {
+                continue;
+            }
+            let mut p =
+                CgroupSkb::from_pin(self.layout.prog(prog), attach).map_err(program_err(prog))?;
+            let id = p
+                // BPF links always stack with other programs; the link API takes no ALLOW_MULTI flag.
+                .attach(cgroup_fd.as_fd(), attach, CgroupAttachMode::Single)
+                .map_err(program_err(prog))?;
+            let link =
+                FdLink::try_from(p.take_link(id).map_err(program_err(prog))?).map_err(|e| {
+                    Error::Program {
+                        program: prog,
+                        detail: e.to_string(),
+                    }
+                })?;
+            link.pin(&pin)
+                .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
+        }
+        let device_pin = dir.join(layout::PROG_DEVICE);
+        if let Some(table) = &device_table {
+            if !device_pin.exists() {
+                let p = CgroupDevice::from_pin(self.layout.prog(layout::PROG_DEVICE))
+                    .map_err(program_err(layout::PROG_DEVICE))?;
+                let prog_fd = p.fd().map_err(program_err(layout::PROG_DEVICE))?;
+                // aya 0.14 cannot turn a cgroup_device link into a pinnable FdLink.
+                let link =
+                    sys::cgroup_link_create(prog_fd.as_fd(), cgroup_fd.as_fd(), BPF_CGROUP_DEVICE)
+                        .map_err(|e| Error::Program {
+                            program: layout::PROG_DEVICE,
+                            detail: format!("attaching to {}: {e}", cgroup.path.display()),
+                        })?;
+                sys::obj_pin(link.as_fd(), &device_pin)
+                    .map_err(|e| Error::pin("pinning", &device_pin, e))?;
+            }
+            // Until this write the storage is zero: no rule, default deny.
+            let key = aya::maps::CgroupStorageKey::new(cgroup.id, BPF_CGROUP_DEVICE);
+            self.device_rules
+                .insert(key, table, 0)
+                .map_err(Error::map("DEVICE_RULES"))?;
+        } else if remove_pin(&device_pin)? {
+            log::debug!("device filter of cgroup {} removed", cgroup.id);
+        }
+
+        // Counting starts only once the entry is in; the level list goes last so the programs
+        // never look at a level with no entry to find.
+        self.watched
+            .insert(cgroup.id, watch, 0)
+            .map_err(Error::map("WATCHED"))?;
+        self.levels
+            .set(0, levels, 0)
+            .map_err(Error::map("LEVELS"))?;
+        self.update_latency_link(&all)?;
+        Ok(Registered {
+            cgroup_id: cgroup.id,
+            slot,
+            level: cgroup.level,
+            syscall_latency: options.syscall_latency,
+            devices: device_table.is_some(),
+        })
+    }
+
+    /// Stops watching cgroup `cgroup_id`: removes its links (and so its network counters and
+    /// device filter), its pins and every map entry it had. Unregistering an unknown id removes
+    /// whatever pins it left and returns [`Error::NotRegistered`].
+    pub fn unregister(&mut self, cgroup_id: u64) -> Result<(), Error> {
+        let _lock = sys::DirLock::exclusive(&self.layout.dir)
+            .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
+        self.unregister_locked(cgroup_id)
+    }
+
+    fn unregister_locked(&mut self, cgroup_id: u64) -> Result<(), Error> {
+        let dir = self.layout.container(cgroup_id);
+        let had_pins = dir.exists();
+        if had_pins {
+            for prog in [
+                layout::PROG_NET_INGRESS,
+                layout::PROG_NET_EGRESS,
+                layout::PROG_DEVICE,
+            ] {
+                remove_pin(&dir.join(prog))?;
+            }
+            std::fs::remove_dir(&dir).map_err(|e| Error::pin("removing", &dir, e))?;
+        }
+        self.zero_cgroup_storage(cgroup_id)?;
+        let entries = self.watched_entries()?;
+        let Some((_, watch)) = entries.iter().find(|(id, _)| *id == cgroup_id).copied() else {
+            return Err(Error::NotRegistered(cgroup_id));
+        };
+        let rest: Vec<(u64, Watch)> = entries
+            .into_iter()
+            .filter(|(id, _)| *id != cgroup_id)
+            .collect();
+        // Levels first, so no program looks for an entry about to go.
+        let levels = levels_of(&rest)?;
+        self.levels
+            .set(0, levels, 0)
+            .map_err(Error::map("LEVELS"))?;
+        match self.watched.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(Error::map("WATCHED")(e)),
+        }
+        self.update_latency_link(&rest)?;
+        self.clear_slot(watch.slot)?;
+        Ok(())
+    }
+
+    /// Zeroes the container's per-attachment storage (network counters, device rules). The
+    /// kernel keeps those entries until the cgroup itself is freed, and cannot delete them.
+    fn zero_cgroup_storage(&mut self, cgroup_id: u64) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| {
+            Error::pin("reading", Path::new("/sys/devices/system/cpu/possible"), e)
+        })?;
+        for attach in [BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS] {
+            let key = aya::maps::CgroupStorageKey::new(cgroup_id, attach);
+            let zeros = aya::maps::PerCpuValues::try_from(vec![NetCounters::default(); cpus])
+                .map_err(|e| Error::pin("sizing per-CPU values for", Path::new("NET"), e))?;
+            match self.net.insert(key, zeros, 0) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::map("NET")(e)),
+            }
+        }
+        let key = aya::maps::CgroupStorageKey::new(cgroup_id, BPF_CGROUP_DEVICE);
+        match self.device_rules.insert(key, DeviceRules::default(), 0) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::map("DEVICE_RULES")(e)),
+        }
+        Ok(())
+    }
+
+    /// Zeroes a slot's counters and removes its latency and in-flight entries.
+    fn clear_slot(&mut self, slot: u32) -> Result<(), Error> {
+        let zero = SyscallCount::default();
+        for nr in 0..SYSCALL_SLOTS {
+            let index = slot * SYSCALL_SLOTS + nr;
+            let current = self
+                .syscalls
+                .get(&index, 0)
+                .map_err(Error::map("SYSCALLS"))?;
+            if current != zero {
+                self.syscalls
+                    .set(index, zero, 0)
+                    .map_err(Error::map("SYSCALLS"))?;
+            }
+        }
+        self.counters
+            .set(slot, ContainerCounters::default(), 0)
+            .map_err(Error::map("COUNTERS"))?;
+        let keys: Vec<LatencyKey> = self
+            .latency
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for key in keys {
+            match self.latency.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(Error::map("LATENCY")(e)),
+            }
+        }
+        let tids: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.slot == slot)
+            .map(|(k, _)| k)
+            .collect();
+        for tid in tids {
+            match self.inflight.remove(&tid) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(Error::map("INFLIGHT")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the latency fentry while some container wants latency, detaches it otherwise.
+    fn update_latency_link(&mut self, all: &[(u64, Watch)]) -> Result<(), Error> {
+        let wanted = all.iter().any(|(_, w)| w.flags & WATCH_LATENCY != 0);
+        let pin = self.layout.link(layout::LINK_SYSCALL_ENTER);
+        if wanted && !pin.exists() {
+            let fentry = self.layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY);
+            let link: FdLink = if fentry.exists() {
+                let mut p = FEntry::from_pin(fentry).map_err(program_err("syscall_enter"))?;
+                let id = p.attach().map_err(program_err("syscall_enter"))?;
+                p.take_link(id)
+                    .map_err(program_err("syscall_enter"))?
+                    .into()
+            } else {
+                let mut p =
+                    BtfTracePoint::from_pin(self.layout.prog(layout::PROG_SYSCALL_ENTER_TP))
+                        .map_err(program_err("syscall_enter_tp"))?;
+                let id = p.attach().map_err(program_err("syscall_enter_tp"))?;
+                p.take_link(id)
+                    .map_err(program_err("syscall_enter_tp"))?
+                    .into()
+            };
+            link.pin(&pin)
+                .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
+        } else if !wanted {
+            remove_pin(&pin)?;
+        }
+        Ok(())
+    }
+
+    /// The registered cgroup ids with their slots and options, for discovery by the exporter.
+    pub fn registered(&self) -> Result<Vec<Registered>, Error> {
+        let mut out: Vec<Registered> = self
+            .watched_entries()?
+            .into_iter()
+            .map(|(id, w)| Registered {
+                cgroup_id: id,
+                slot: w.slot,
+                level: w.level,
+                syscall_latency: w.flags & WATCH_LATENCY != 0,
+                devices: self.layout.container(id).join(layout::PROG_DEVICE).exists(),
+            })
+            .collect();
+        out.sort_by_key(|r| r.cgroup_id);
+        Ok(out)
+    }
+
+    pub(crate) fn watched_entries(&self) -> Result<Vec<(u64, Watch)>, Error> {
+        let mut entries = Vec::new();
+        for item in self.watched.iter() {
+            match item {
+                Ok(entry) => entries.push(entry),
+                // An entry removed while iterating.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(Error::map("WATCHED")(e)),
+            }
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn watch_of(&self, cgroup_id: u64) -> Result<Watch, Error> {
+        match self.watched.get(&cgroup_id, 0) {
+            Ok(w) => Ok(w),
+            Err(MapError::KeyNotFound) => Err(Error::NotRegistered(cgroup_id)),
+            Err(e) => Err(Error::map("WATCHED")(e)),
+        }
+    }
+
+    /// Removes what deleted containers and other versions left: containers whose cgroup is
+    /// gone (found through their links) are unregistered, directories of other layout versions
+    /// lose their global pins and stale containers, abandoned loads are removed.
+    ///
+    /// A container of another version whose cgroup still exists keeps its links (its device
+    /// filter keeps working) until its cgroup goes and a later sweep removes them.
+    pub fn sweep(&mut self) -> Result<SweepReport, Error> {
+        let mut report = SweepReport::default();
+        {
+            let _lock = sys::DirLock::exclusive(&self.layout.dir)
+                .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
+            let mut gone = stale_containers(&self.layout)?;
+            // Registered ids with no pins at all: a registration cut short.
+            for (id, _) in self.watched_entries()? {
+                if !self.layout.container(id).exists() && !gone.contains(&id) {
+                    gone.push(id);
+                }
+            }
+            for id in gone {
+                match self.unregister_locked(id) {
+                    Ok(()) | Err(Error::NotRegistered(_)) => report.containers.push(id),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) => return Err(Error::pin("listing", &self.root, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if path == self.layout.dir {
+                continue;
+            }
+            if let Some(pid) = name
+                .strip_prefix("loading-v")
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(_, pid)| pid.parse::<i32>().ok())
+            {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    layout::remove_pin_root(&path)?;
+                    report.abandoned_loads.push(path);
+                }
+                continue;
+            }
+            if name.starts_with('v') && name[1..].parse::<u32>().is_ok() {
+                sweep_old_version(&Layout::new(path.clone()))?;
+                report.old_versions.push(path);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The distinct levels of `entries`, deepest first.
+fn levels_of(entries: &[(u64, Watch)]) -> Result<WatchedLevels, Error> {
+    let set: BTreeSet<u32> = entries.iter().map(|(_, w)| w.level).collect();
+    if set.len() > MAX_WATCHED_LEVELS {
+        return Err(Error::TooManyLevels(MAX_WATCHED_LEVELS));
+    }
+    let mut levels = WatchedLevels::default();
+    for (i, level) in set.iter().rev().enumerate() {
+        levels.levels[i] = *level;
+    }
+    levels.len = set.len() as u32;
+    Ok(levels)
+}
+
+/// Containers of `layout` whose cgroup is gone: every link left is detached from its cgroup.
+fn stale_containers(layout: &Layout) -> Result<Vec<u64>, Error> {
+    let dir = layout.containers();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::pin("listing", &dir, e)),
+    };
+    let mut stale = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(id) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        if container_links_dead(&entry.path())? {
+            stale.push(id);
+        }
+    }
+    Ok(stale)
+}
+
+/// True when no link under `dir` is attached to a live cgroup.
+fn container_links_dead(dir: &Path) -> Result<bool, Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::pin("listing", dir, e))?;
+    for entry in entries.flatten() {
+        // A pin that is not a link (or unreadable) does not keep the container alive.
+        let Ok(fd) = sys::obj_get(&entry.path()) else {
+            continue;
+        };
+        let alive = sys::link_cgroup_id(fd.as_fd())
+            .map(|id| id != 0)
+            .unwrap_or(false);
+        if alive {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Strips an old version directory of its global pins and dead containers; removes it when
+/// nothing is left.
+fn sweep_old_version(old: &Layout) -> Result<(), Error> {
+    for sub in ["links", "progs", "maps"] {
+        layout::remove_pin_root(&old.dir.join(sub))?;
+    }
+    for id in stale_containers(old)? {
+        layout::remove_pin_root(&old.container(id))?;
+    }
+    let containers = old.containers();
+    let empty = std::fs::read_dir(&containers)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    if empty {
+        layout::remove_pin_root(&old.dir)?;
+    }
+    Ok(())
+}

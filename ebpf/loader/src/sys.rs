@@ -1,0 +1,263 @@
+//! The few raw system calls aya does not wrap.
+use std::{
+    ffi::CString,
+    fs::File,
+    io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// `statfs(2)`'s `f_type` for `path`.
+pub fn statfs_magic(path: &Path) -> io::Result<i64> {
+    let c = c_path(path)?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is NUL-terminated and `buf` is a writable statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs succeeded and filled `buf`.
+    Ok(unsafe { buf.assume_init() }.f_type)
+}
+
+/// Mounts a BPF file system at `target`.
+pub fn mount_bpffs(target: &Path) -> io::Result<()> {
+    let target = c_path(target)?;
+    let fstype = c"bpf";
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An exclusive `flock` held until drop.
+#[derive(Debug)]
+pub struct DirLock {
+    // Held only for the lock it carries.
+    _file: File,
+}
+
+impl DirLock {
+    /// Locks the directory `dir` exclusively, waiting for other holders.
+    pub fn exclusive(dir: &Path) -> io::Result<Self> {
+        let file = File::open(dir)?;
+        // SAFETY: a valid open descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// The kernel's `struct bpf_link_info` up to the cgroup member of its union.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfoCgroup {
+    kind: u32,
+    id: u32,
+    prog_id: u32,
+    pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    pad2: u32,
+}
+
+/// The cgroup a cgroup link is attached to: `Some(0)` once the cgroup is gone.
+pub fn link_cgroup_id(link: BorrowedFd<'_>) -> io::Result<u64> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = LinkInfoCgroup::default();
+    let mut attr = Attr {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<LinkInfoCgroup>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: `attr` and `info` are valid for the call and sized as the kernel is told.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.cgroup_id)
+}
+
+/// Opens the BPF object pinned at `path` (`BPF_OBJ_GET`).
+pub fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    #[repr(C)]
+    struct Attr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        pad: u32,
+    }
+    let c = c_path(path)?;
+    let mut attr = Attr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        pad: 0,
+    };
+    // SAFETY: `attr` points to a NUL-terminated path that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// Attaches program `prog` to cgroup `cgroup` with a BPF link (`BPF_LINK_CREATE`), for attach
+/// types aya cannot turn into a pinnable link.
+pub fn cgroup_link_create(
+    prog: BorrowedFd<'_>,
+    cgroup: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    #[repr(C)]
+    struct Attr {
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        rest: [u64; 4],
+    }
+    let mut attr = Attr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type,
+        flags: 0,
+        rest: [0; 4],
+    };
+    // SAFETY: `attr` is a zero-padded bpf_attr prefix valid for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// Pins BPF object `fd` at `path` (`BPF_OBJ_PIN`).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    #[repr(C)]
+    struct Attr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        pad: u32,
+    }
+    let c = c_path(path)?;
+    let mut attr = Attr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+        path_fd: 0,
+        pad: 0,
+    };
+    // SAFETY: `attr` points to a NUL-terminated path that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Detaches the link pinned at `path` now (`BPF_LINK_DETACH`), then removes the pin; without
+/// the explicit detach the kernel frees the link later, from a work queue.
+/// Returns false when there was no pin.
+pub fn detach_and_unpin(path: &Path) -> io::Result<bool> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let fd = match obj_get(path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    #[repr(C)]
+    struct Attr {
+        link_fd: u32,
+        pad: u32,
+    }
+    let mut attr = Attr {
+        link_fd: fd.as_raw_fd() as u32,
+        pad: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    // A link whose cgroup is gone is detached already; tracepoint links cannot be detached
+    // early (EOPNOTSUPP) and go when the pin and this descriptor are gone.
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        let benign = [libc::ENOLINK, libc::EINVAL, libc::EOPNOTSUPP];
+        if !e.raw_os_error().is_some_and(|code| benign.contains(&code)) {
+            return Err(e);
+        }
+    }
+    std::fs::remove_file(path)?;
+    Ok(true)
+}
