@@ -109,6 +109,11 @@ pub enum Role {
 
 /// The child's entry point after clone: never returns.
 pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
+    // Until exec, /proc/PID/exe is the lucid binary: a process of the
+    // container must not be able to open it (or ptrace this one). exec makes
+    // the process dumpable again.
+    // SAFETY: prctl with integer arguments has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     for fd in &config.close_now {
         // SAFETY: these descriptors belong to the runtime's side and are not
         // used by the child; closing them cannot invalidate anything it holds.
