@@ -131,6 +131,10 @@ pub struct ContainerState {
     /// kills every process in it).
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// The set-up phases the init process measured (`namespaces.join`,
+    /// `rootfs.mount`, …), in order.
+    #[serde(default)]
+    pub phases: Vec<crate::process::PhaseTiming>,
     /// The configuration the container was created from.
     pub config: oci_spec::runtime::Spec,
 }

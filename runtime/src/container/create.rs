@@ -149,6 +149,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         init_start_time: 0,
         cgroup: Default::default(),
         own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
+        phases: Vec::new(),
         config: spec.clone(),
     };
     let mut cgroup = Cgroup::new(&spec, &options.id)?;
@@ -240,6 +241,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     state.pid = spawned.pid.as_raw();
     state.init_start_time = crate::process::start_time(state.pid).unwrap_or_default();
     state.status = Status::Created;
+    state.phases = spawned.phases.clone();
     dir.write(&state)?;
     if let Some(pid_file) = &options.pid_file {
         write_pid_file(pid_file, state.pid)?;
