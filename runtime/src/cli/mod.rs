@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::container;
 use crate::logging::LogFormat;
+use crate::telemetry::{self, Join};
 
 /// lucid: an OCI container runtime that shows its work.
 #[derive(Debug, Parser)]
@@ -188,6 +189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let root = cli.root;
     match cli.command {
         Command::Create(args) => {
+            telemetry::begin_command(&root, "create", &args.id, Join::New);
             let options = create_options(&args)?;
             let mask = nix::sys::signal::SigSet::thread_get_mask()
                 .unwrap_or_else(|_| nix::sys::signal::SigSet::empty());
@@ -195,6 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_context(|| format!("creating container {}", args.id))?;
         }
         Command::Start { id } => {
+            telemetry::begin_command(&root, "start", &id, Join::Saved);
             container::start::start(&root, &id)
                 .with_context(|| format!("starting container {id}"))?;
         }
@@ -203,6 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             detach,
             keep,
         } => {
+            telemetry::begin_command(&root, "run", &create.id, Join::New);
             let options = container::run::RunOptions {
                 create: create_options(&create)?,
                 detach,
@@ -216,11 +220,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             print(&format!("{}\n", serde_json::to_string_pretty(&state)?))?;
         }
         Command::Kill { all, id, signal } => {
+            telemetry::begin_command(&root, "kill", &id, Join::Saved);
             let number = crate::signals::parse(&signal).map_err(anyhow::Error::msg)?;
             container::kill::kill(&root, &id, number, all)
                 .with_context(|| format!("sending {signal} to container {id}"))?;
         }
         Command::Delete { force, id } => {
+            telemetry::begin_command(&root, "delete", &id, Join::Saved);
             container::delete::delete(&root, &id, force)
                 .with_context(|| format!("deleting container {id}"))?;
         }

@@ -127,9 +127,17 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
                 (request.runtime_hooks)(pid.as_raw())?;
                 ours.send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })?;
             }
-            Some(InitMessage::Ready { phases }) => break phases,
-            Some(InitMessage::Failed { phase, message }) => {
-                return Err(ProcessError::InitFailed { phase, message })
+            Some(InitMessage::Ready { phases }) => {
+                crate::telemetry::record_phases(&phases);
+                break phases;
+            }
+            Some(InitMessage::Failed {
+                phase,
+                message,
+                phases,
+            }) => {
+                crate::telemetry::record_phases(&phases);
+                return Err(ProcessError::InitFailed { phase, message });
             }
             Some(other) => {
                 return Err(ProcessError::InitDied(format!(
@@ -156,7 +164,7 @@ fn expect(
     wanted: impl Fn(&InitMessage) -> bool,
 ) -> Result<InitMessage, ProcessError> {
     match channel.recv::<InitMessage>()? {
-        Some(InitMessage::Failed { phase, message }) => {
+        Some(InitMessage::Failed { phase, message, .. }) => {
             Err(ProcessError::InitFailed { phase, message })
         }
         Some(message) if wanted(&message) => Ok(message),

@@ -1,0 +1,106 @@
+//! Flushing finished spans: to the OTLP endpoint when one is configured
+//! (within the bound), then to the spool (marked as shipped when the export
+//! succeeded, so that `lucid-exporter` does not send them twice).
+
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+
+use super::spool::Spool;
+use super::{warn_once, Active, Command, Export};
+
+/// The OTLP wire protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/HTTP with a protobuf body (`http/protobuf`, the default).
+    HttpProtobuf,
+    /// OTLP/HTTP with a JSON body (`http/json`).
+    HttpJson,
+    /// OTLP/gRPC (`grpc`).
+    Grpc,
+}
+
+/// The request the spans make, grouped by resource and scope.
+pub fn to_request(resource: &Resource, spans: Vec<SpanData>) -> ExportTraceServiceRequest {
+    let resource = ResourceAttributesWithSchema::from(resource);
+    ExportTraceServiceRequest {
+        resource_spans: group_spans_by_resource_and_scope(spans, &resource),
+    }
+}
+
+/// The endpoint as configured, for messages.
+fn endpoint() -> String {
+    std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .unwrap_or_default()
+}
+
+/// Exports, then spools, everything collected so far.
+pub(super) fn flush(active: &Active, command: &Command) {
+    let spans = active.collected.take();
+    if spans.is_empty() {
+        return;
+    }
+    let shipped = match &active.export {
+        Export::Spool => false,
+        Export::Otlp { protocol, timeout } => {
+            let deadline = Instant::now() + *timeout;
+            match send(active, *protocol, deadline, spans.clone()) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn_once(format!(
+                        "exporting spans to {}: {e}: they stay in the spool for lucid-exporter",
+                        endpoint()
+                    ));
+                    false
+                }
+            }
+        }
+    };
+    if crate::state::validate_id(&command.container).is_err() {
+        // No directory can be named after it; the command itself fails.
+        return;
+    }
+    let request = to_request(&active.resource, spans);
+    let json = match serde_json::to_vec(&request) {
+        Ok(json) => json,
+        Err(e) => return warn_once(format!("encoding spans: {e}")),
+    };
+    let trace = format!("{}-{}", command.trace.trace_id, command.trace.span_id);
+    if let Err(e) = Spool::new(&active.root).write(&command.container, &trace, &json, shipped) {
+        warn_once(format!("{e}: the spans of this command are dropped"));
+    }
+}
+
+fn send(
+    active: &Active,
+    protocol: Protocol,
+    deadline: Instant,
+    spans: Vec<SpanData>,
+) -> Result<(), String> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let otlp = match protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+        Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+        Protocol::Grpc => {
+            return super::grpc::export(&endpoint(), &to_request(&active.resource, spans), deadline)
+        }
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(super::http::BlockingClient::new(deadline))
+        .with_protocol(otlp)
+        .with_timeout(timeout)
+        .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+        .build()
+        .map_err(|e| e.to_string())?;
+    exporter.set_resource(&active.resource);
+    futures_executor::block_on(exporter.export(spans)).map_err(|e| e.to_string())
+}
