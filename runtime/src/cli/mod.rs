@@ -53,6 +53,15 @@ pub enum ListFormat {
     Json,
 }
 
+/// `trace --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// A waterfall for the terminal.
+    Text,
+    /// The spans as JSON, for scripts.
+    Json,
+}
+
 /// Flags shared by `create` and `run`.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
@@ -135,6 +144,17 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Draw a container's start-up waterfall from the span spool (also after it is gone).
+    Trace {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        format: TraceFormat,
+        /// Also write the waterfall as an SVG picture to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// The container ID.
+        id: String,
+    },
     /// Write a default config.json for a bundle.
     Spec {
         /// The bundle directory to write it in.
@@ -178,6 +198,26 @@ fn print(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),
+    }
+}
+
+/// The terminal's width: `$COLUMNS`, the tty's size, or 120.
+fn terminal_width() -> usize {
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return columns;
+    }
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the local.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        120
     }
 }
 
@@ -238,6 +278,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 format!("{}\n", serde_json::to_string(&states)?)
             } else {
                 container::list::table(&states)
+            };
+            print(&text)?;
+        }
+        Command::Trace { format, svg, id } => {
+            crate::state::validate_id(&id)?;
+            let waterfall = telemetry::load_waterfall(&root, &id)
+                .with_context(|| format!("reading the trace of container {id}"))?;
+            if let Some(path) = svg {
+                std::fs::write(&path, telemetry::waterfall::svg(&waterfall))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let text = match format {
+                TraceFormat::Text => telemetry::waterfall::text(&waterfall, terminal_width()),
+                TraceFormat::Json => format!("{}\n", serde_json::to_string_pretty(&waterfall)?),
             };
             print(&text)?;
         }

@@ -41,17 +41,61 @@ fn endpoint() -> String {
         .unwrap_or_default()
 }
 
-/// Exports, then spools, everything collected so far.
-pub(super) fn flush(active: &Active, command: &Command) {
-    let spans = active.collected.take();
-    if spans.is_empty() {
+/// Finished spans, with their OTLP-JSON encoding for the spool.
+pub(super) struct Batch {
+    spans: Vec<SpanData>,
+    /// The `resourceSpans` array, encoded.
+    json: Vec<u8>,
+}
+
+impl Batch {
+    /// Encodes the spans (an empty batch encodes to nothing).
+    pub fn encode(active: &Active, spans: Vec<SpanData>) -> Batch {
+        let json = if spans.is_empty() {
+            Vec::new()
+        } else {
+            let request = to_request(&active.resource, spans.clone());
+            serde_json::to_vec(&request.resource_spans).unwrap_or_default()
+        };
+        Batch { spans, json }
+    }
+
+    /// Adds another batch's spans.
+    pub fn append(&mut self, other: Batch) {
+        if other.spans.is_empty() {
+            return;
+        }
+        if self.json.len() < 2 {
+            *self = other;
+            return;
+        }
+        // Join the two arrays: `[a…]` + `[b…]` → `[a…,b…]`.
+        self.json.pop();
+        self.json.push(b',');
+        self.json.extend_from_slice(&other.json[1..]);
+        self.spans.extend(other.spans);
+    }
+
+    /// The OTLP-JSON `ExportTraceServiceRequest`.
+    fn request_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json.len() + 20);
+        out.extend_from_slice(b"{\"resourceSpans\":");
+        out.extend_from_slice(&self.json);
+        out.push(b'}');
+        out
+    }
+}
+
+/// Exports, then spools, a batch.
+pub(super) fn flush(active: &Active, command: &Command, batch: Batch) {
+    if batch.spans.is_empty() {
         return;
     }
     let shipped = match &active.export {
         Export::Spool => false,
         Export::Otlp { protocol, timeout } => {
             let deadline = Instant::now() + *timeout;
-            match send(active, *protocol, deadline, spans.clone()) {
+            match send(active, *protocol, deadline, batch.spans.clone()) {
                 Ok(()) => true,
                 Err(e) => {
                     warn_once(format!(
@@ -67,11 +111,7 @@ pub(super) fn flush(active: &Active, command: &Command) {
         // No directory can be named after it; the command itself fails.
         return;
     }
-    let request = to_request(&active.resource, spans);
-    let json = match serde_json::to_vec(&request) {
-        Ok(json) => json,
-        Err(e) => return warn_once(format!("encoding spans: {e}")),
-    };
+    let json = batch.request_json();
     let trace = format!("{}-{}", command.trace.trace_id, command.trace.span_id);
     if let Err(e) = Spool::new(&active.root).write(&command.container, &trace, &json, shipped) {
         warn_once(format!("{e}: the spans of this command are dropped"));

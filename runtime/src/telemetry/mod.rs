@@ -306,6 +306,17 @@ pub fn begin_command(root: &Path, name: &'static str, container: &str, join: Joi
         ])
         .start_with_context(&active.tracer, &parent);
     let cx = parent.with_span(span);
+    // The time before this command's first step: exec, loading, parsing the
+    // command line, setting telemetry up.
+    let mut start = active
+        .tracer
+        .span_builder("lucid.start")
+        .with_start_time(active.process_start)
+        .start_with_context(&active.tracer, &cx);
+    {
+        use opentelemetry::trace::Span as _;
+        start.end();
+    }
     let guard = cx.clone().attach();
     COMMAND.with(|c| {
         *c.borrow_mut() = Some(Command {
@@ -427,6 +438,17 @@ fn saved_trace(root: &Path, container: &str) -> Option<ContainerTrace> {
     }
 }
 
+/// The waterfall of container `id`'s trace, read from the spool under
+/// `root`: the trace named in its state while it exists, else the most
+/// recent one spooled for that ID.
+pub fn load_waterfall(root: &Path, id: &str) -> Result<waterfall::Waterfall, spool::SpoolError> {
+    let preferred = saved_trace(root, id).map(|t| format!("{}-{}", t.trace_id, t.span_id));
+    let spool = spool::Spool::new(root);
+    let dir = spool.find(id, preferred.as_deref())?;
+    let trace = spool.read(&dir)?;
+    Ok(waterfall::build(id, &trace.batches))
+}
+
 /// Runs `f` inside `span`; an error ends the span with error status and the
 /// error's message. Records the step's on-CPU time.
 pub fn step<T, E: Display>(span: tracing::Span, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
@@ -542,14 +564,17 @@ fn emit_root(active: &Active, trace: &ContainerTrace, container: &str, pid: i32,
 }
 
 /// Writes out the spans finished so far (spool, and OTLP when configured),
-/// without ending the command. `run` calls it once the container started.
+/// without ending the command; the flush is a span itself (written with the
+/// next flush). `run` calls it once the container started.
 pub fn flush() {
     let Some(active) = ACTIVE.get() else {
         return;
     };
+    let _span = tracing::info_span!("telemetry.flush").entered();
     COMMAND.with(|c| {
         if let Some(command) = c.borrow().as_ref() {
-            export::flush(active, command);
+            let batch = export::Batch::encode(active, active.collected.take());
+            export::flush(active, command, batch);
         }
     });
 }
@@ -564,6 +589,9 @@ pub fn finish(error: Option<&str>) {
     let Some(command) = COMMAND.with(|c| c.borrow_mut().take()) else {
         return;
     };
+    // Encode what has finished while the command's span still runs, so the
+    // span accounts for it; only its own end and the root span are left.
+    let mut batch = export::Batch::encode(active, active.collected.take());
     let span = command.cx.span();
     if let Some(message) = error {
         span.set_status(Status::error(message.to_owned()));
@@ -572,7 +600,8 @@ pub fn finish(error: Option<&str>) {
     if command.began_trace && error.is_some() && !command.root_done {
         emit_root(active, &command.trace, &command.container, 0, error);
     }
-    export::flush(active, &command);
+    batch.append(export::Batch::encode(active, active.collected.take()));
+    export::flush(active, &command, batch);
     // Nothing is exported at drop: every span was flushed above.
     let _ = active.provider.shutdown_with_timeout(Duration::ZERO);
 }

@@ -177,10 +177,9 @@ impl Spool {
         } else {
             usage
         };
-        let tmp = self.dir.join(format!(".{USAGE_FILE}.tmp"));
-        write_new(&tmp, usage.to_string().as_bytes())
-            .and_then(|()| std::fs::rename(&tmp, &usage_path))
-            .map_err(io_err(&usage_path))
+        // Rewritten in place under the lock: fixed width, one small write. A
+        // torn file reads as garbage and is recounted.
+        write_new(&usage_path, format!("{usage:020}\n").as_bytes()).map_err(io_err(&usage_path))
     }
 
     /// Every trace directory with its size and last change.
@@ -340,6 +339,7 @@ mod tests {
     fn usage(spool: &Spool) -> u64 {
         std::fs::read_to_string(spool.dir().join(USAGE_FILE))
             .unwrap()
+            .trim()
             .parse()
             .unwrap()
     }
