@@ -122,14 +122,16 @@ fn release(dir: &StateDir, pid: i32) -> Released {
                 Ok(_) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
                 Err(e) => {
-                    return Err(no_phases(Error::os(format!("reading {}", path.display()), e)))
+                    return Err(no_phases(Error::os(
+                        format!("reading {}", path.display()),
+                        e,
+                    )))
                 }
             };
             if !removed && !buf.is_empty() {
                 // The container counts as running from the first message on.
-                std::fs::remove_file(&path).map_err(|e| {
-                    no_phases(Error::os(format!("removing {}", path.display()), e))
-                })?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| no_phases(Error::os(format!("removing {}", path.display()), e)))?;
                 removed = true;
             }
             if at_end && !buf.is_empty() {
@@ -151,9 +153,8 @@ fn release(dir: &StateDir, pid: i32) -> Released {
             what: "the init process exited before it could be started".into(),
         }));
     }
-    let messages = StartMessage::parse_all(&buf).map_err(|e| {
-        no_phases(Error::Process(crate::process::ProcessError::Channel(e)))
-    })?;
+    let messages = StartMessage::parse_all(&buf)
+        .map_err(|e| no_phases(Error::Process(crate::process::ProcessError::Channel(e))))?;
     let mut phases = Vec::new();
     let mut failure = None;
     let mut exec_start = None;

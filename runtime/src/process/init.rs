@@ -431,10 +431,12 @@ fn init(
     }
     let err = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
     let message = format!("exec {}: {err}", program.to_string_lossy());
-    let _ = fifo.write_all(&StartMessage::ExecFailed {
-        message: message.clone(),
-    }
-    .to_line());
+    let _ = fifo.write_all(
+        &StartMessage::ExecFailed {
+            message: message.clone(),
+        }
+        .to_line(),
+    );
     Err(exec_failure(&message))
 }
 

@@ -96,7 +96,8 @@ pub fn format_traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> 
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ContainerTrace {
@@ -168,9 +169,8 @@ mod tests {
 
     #[test]
     fn a_later_version_is_read_by_its_first_four_fields() {
-        let cx =
-            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more")
-                .unwrap();
+        let cx = parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more")
+            .unwrap();
         assert!(!cx.is_sampled());
     }
 

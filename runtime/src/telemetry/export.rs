@@ -10,7 +10,7 @@ use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_sc
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 
-use super::spool::Spool;
+use super::spool::{Pending, Spool};
 use super::{warn_once, Active, Command, Export};
 
 /// The OTLP wire protocols.
@@ -86,8 +86,24 @@ impl Batch {
     }
 }
 
-/// Exports, then spools, a batch.
-pub(super) fn flush(active: &Active, command: &Command, batch: Batch) {
+/// Opens the spool file for the command's next batch (see [`Spool::begin`]).
+pub(super) fn prepare(active: &Active, command: &Command) -> Option<Pending> {
+    if crate::state::validate_id(&command.container).is_err() {
+        // No directory can be named after it; the command itself fails.
+        return None;
+    }
+    let trace = format!("{}-{}", command.trace.trace_id, command.trace.span_id);
+    match Spool::new(&active.root).begin(&command.container, &trace) {
+        Ok(pending) => Some(pending),
+        Err(e) => {
+            warn_once(format!("{e}: the spans of this command are dropped"));
+            None
+        }
+    }
+}
+
+/// Exports, then spools (into `pending`, opened by [`prepare`]), a batch.
+pub(super) fn flush(active: &Active, batch: Batch, pending: Option<Pending>) {
     if batch.spans.is_empty() {
         return;
     }
@@ -107,13 +123,10 @@ pub(super) fn flush(active: &Active, command: &Command, batch: Batch) {
             }
         }
     };
-    if crate::state::validate_id(&command.container).is_err() {
-        // No directory can be named after it; the command itself fails.
+    let Some(pending) = pending else {
         return;
-    }
-    let json = batch.request_json();
-    let trace = format!("{}-{}", command.trace.trace_id, command.trace.span_id);
-    if let Err(e) = Spool::new(&active.root).write(&command.container, &trace, &json, shipped) {
+    };
+    if let Err(e) = pending.commit(&batch.request_json(), shipped) {
         warn_once(format!("{e}: the spans of this command are dropped"));
     }
 }

@@ -59,7 +59,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn write_frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> std::io::Result<()> {
+    fn write_frame(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
         let len = payload.len() as u32;
         let mut frame = Vec::with_capacity(9 + payload.len());
         frame.extend_from_slice(&len.to_be_bytes()[1..]);
@@ -116,7 +122,8 @@ impl Connection {
             SETTINGS if frame.flags & ACK == 0 => {
                 for setting in frame.payload.chunks_exact(6) {
                     let id = u16::from_be_bytes([setting[0], setting[1]]);
-                    let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+                    let value =
+                        u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
                     match id {
                         // SETTINGS_INITIAL_WINDOW_SIZE
                         0x4 => self.stream_window = i64::from(value),
@@ -125,7 +132,8 @@ impl Connection {
                         _ => {}
                     }
                 }
-                self.write_frame(SETTINGS, ACK, 0, &[]).map_err(|e| e.to_string())
+                self.write_frame(SETTINGS, ACK, 0, &[])
+                    .map_err(|e| e.to_string())
             }
             PING if frame.flags & ACK == 0 => self
                 .write_frame(PING, ACK, 0, &frame.payload)
@@ -175,9 +183,10 @@ impl Connection {
                 }
                 Ok(())
             }
-            RST_STREAM if frame.stream == STREAM => {
-                Err(format!("the server reset the call (HTTP/2 error {})", code(&frame.payload)))
-            }
+            RST_STREAM if frame.stream == STREAM => Err(format!(
+                "the server reset the call (HTTP/2 error {})",
+                code(&frame.payload)
+            )),
             GOAWAY => Err(format!(
                 "the server closed the connection (HTTP/2 error {}{})",
                 code(frame.payload.get(4..).unwrap_or_default()),
@@ -360,7 +369,7 @@ fn percent_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
             if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
                 out.push(b);
                 i += 3;

@@ -54,7 +54,10 @@ pub fn connect(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpS
         }
     }
     Err(last.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address"))
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )
     }))
 }
 
@@ -120,7 +123,10 @@ fn read_until(fd: &OwnedFd, deadline: Instant) -> std::io::Result<Vec<u8>> {
     loop {
         let millis = left(deadline)?.as_millis().min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(0) => return Err(timed_out()),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -237,7 +243,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn parse_response(raw: &[u8]) -> std::io::Result<Response<Bytes>> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("the server closed before a whole response"))?;
+    let end =
+        find(raw, b"\r\n\r\n").ok_or_else(|| bad("the server closed before a whole response"))?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.lines();
     let status: u16 = lines
@@ -343,9 +350,6 @@ mod tests {
     }
 
     fn hostname() -> String {
-        nix::unistd::gethostname()
-            .unwrap()
-            .into_string()
-            .unwrap()
+        nix::unistd::gethostname().unwrap().into_string().unwrap()
     }
 }

@@ -88,7 +88,11 @@ impl Settings {
     /// Reads `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER`, the OTLP endpoint,
     /// protocol and timeout variables through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut problems = Vec::new();
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let exporters = var("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
@@ -110,8 +114,8 @@ impl Settings {
                 problems,
             };
         }
-        let endpoint =
-            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
         let export = match endpoint {
             None => Export::Spool,
             Some(_) => {
@@ -485,7 +489,10 @@ pub fn record_phases(phases: &[PhaseTiming]) {
     for phase in phases {
         let mut attributes = vec![KeyValue::new("lucid.in_init", true)];
         if let Some(cpu) = phase.cpu_ns {
-            attributes.push(KeyValue::new(CPU_ATTRIBUTE, cpu.min(i64::MAX as u64) as i64));
+            attributes.push(KeyValue::new(
+                CPU_ATTRIBUTE,
+                cpu.min(i64::MAX as u64) as i64,
+            ));
         }
         for (key, value) in &phase.attributes {
             attributes.push(KeyValue::new(key.clone(), value.clone()));
@@ -522,7 +529,13 @@ pub fn end_container(trace: Option<&ContainerTrace>, pid: i32) {
     emit_root(active, trace, id.as_deref().unwrap_or_default(), pid, None);
 }
 
-fn emit_root(active: &Active, trace: &ContainerTrace, container: &str, pid: i32, error: Option<&str>) {
+fn emit_root(
+    active: &Active,
+    trace: &ContainerTrace,
+    container: &str,
+    pid: i32,
+    error: Option<&str>,
+) {
     let Ok((trace_id, span_id)) = trace.ids() else {
         return;
     };
@@ -574,7 +587,8 @@ pub fn flush() {
     COMMAND.with(|c| {
         if let Some(command) = c.borrow().as_ref() {
             let batch = export::Batch::encode(active, active.collected.take());
-            export::flush(active, command, batch);
+            let pending = export::prepare(active, command);
+            export::flush(active, batch, pending);
         }
     });
 }
@@ -592,6 +606,7 @@ pub fn finish(error: Option<&str>) {
     // Encode what has finished while the command's span still runs, so the
     // span accounts for it; only its own end and the root span are left.
     let mut batch = export::Batch::encode(active, active.collected.take());
+    let pending = export::prepare(active, &command);
     let span = command.cx.span();
     if let Some(message) = error {
         span.set_status(Status::error(message.to_owned()));
@@ -601,7 +616,7 @@ pub fn finish(error: Option<&str>) {
         emit_root(active, &command.trace, &command.container, 0, error);
     }
     batch.append(export::Batch::encode(active, active.collected.take()));
-    export::flush(active, &command, batch);
+    export::flush(active, batch, pending);
     // Nothing is exported at drop: every span was flushed above.
     let _ = active.provider.shutdown_with_timeout(Duration::ZERO);
 }

@@ -117,14 +117,13 @@ impl Spool {
         batch: &[u8],
         shipped: bool,
     ) -> Result<PathBuf, SpoolError> {
-        let size = batch.len() as u64;
-        if size > self.max_bytes {
-            return Err(SpoolError::TooLarge {
-                path: self.dir.clone(),
-                size,
-                max: self.max_bytes,
-            });
-        }
+        self.begin(container, trace)?.commit(batch, shipped)
+    }
+
+    /// Makes the trace's directory and the batch's temporary file, the
+    /// costly part of a write, so that a command can do it before its span
+    /// ends; [`Pending::commit`] then only writes and renames.
+    pub fn begin(&self, container: &str, trace: &str) -> Result<Pending, SpoolError> {
         let trace_dir = self.dir.join(container).join(trace);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -136,50 +135,77 @@ impl Spool {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let name = format!("{now:020}-{}", std::process::id());
-        let suffix = if shipped { SENT_SUFFIX } else { BATCH_SUFFIX };
         let tmp = trace_dir.join(format!(".{name}.tmp"));
-        let path = trace_dir.join(format!("{name}{suffix}"));
-        let written = write_new(&tmp, batch).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(SpoolError::Io { path: tmp, source: e });
-        }
-        self.account(size, &trace_dir)?;
-        Ok(path)
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        Ok(Pending {
+            spool: self.clone(),
+            trace_dir,
+            name,
+            tmp,
+            file: Some(file),
+        })
     }
 
     /// Adds `size` to the usage file and evicts when over the bound, under
-    /// the spool's lock.
+    /// the spool's lock. Refuses a batch larger than the whole bound.
     fn account(&self, size: u64, keep: &Path) -> Result<(), SpoolError> {
+        if size > self.max_bytes {
+            return Err(SpoolError::TooLarge {
+                path: self.dir.clone(),
+                size,
+                max: self.max_bytes,
+            });
+        }
         let dir = File::options()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(&self.dir)
             .map_err(io_err(&self.dir))?;
-        let _lock = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            SpoolError::Io {
+        let _lock =
+            Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, errno)| SpoolError::Io {
                 path: self.dir.clone(),
                 source: errno.into(),
-            }
-        })?;
+            })?;
         let usage_path = self.dir.join(USAGE_FILE);
-        let usage = match std::fs::read_to_string(&usage_path) {
-            Ok(text) => text.trim().parse::<u64>().ok(),
+        let mut usage_file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&usage_path)
+            .map_err(io_err(&usage_path))?;
+        let mut text = String::new();
+        let usage = match usage_file.read_to_string(&mut text) {
+            Ok(_) => text.trim().parse::<u64>().ok(),
             Err(_) => None,
         };
         let usage = match usage {
             Some(usage) => usage + size,
             // No usage file yet (or a damaged one): count what is there.
-            None => self.walk()?.iter().map(|t| t.bytes).sum(),
+            None => {
+                let _ = usage_file.set_len(0);
+                self.walk()?.iter().map(|t| t.bytes).sum()
+            }
         };
         let usage = if usage > self.max_bytes {
             self.evict(keep)?
         } else {
             usage
         };
-        // Rewritten in place under the lock: fixed width, one small write. A
-        // torn file reads as garbage and is recounted.
-        write_new(&usage_path, format!("{usage:020}\n").as_bytes()).map_err(io_err(&usage_path))
+        // Rewritten in place under the lock: always the same width, one small
+        // write at the start. A torn file reads as garbage and is recounted.
+        use std::os::unix::fs::FileExt;
+        usage_file
+            .write_all_at(format!("{usage:020}\n").as_bytes(), 0)
+            .map_err(io_err(&usage_path))
     }
 
     /// Every trace directory with its size and last change.
@@ -230,7 +256,12 @@ impl Spool {
             match std::fs::remove_dir_all(&trace.path) {
                 Ok(()) => usage -= trace.bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => usage -= trace.bytes,
-                Err(e) => return Err(SpoolError::Io { path: trace.path, source: e }),
+                Err(e) => {
+                    return Err(SpoolError::Io {
+                        path: trace.path,
+                        source: e,
+                    })
+                }
             }
             if let Some(container) = trace.path.parent() {
                 // Only succeeds once the container has no trace left.
@@ -252,9 +283,7 @@ impl Spool {
         }
         let traces = match read_dir_paths(&dir) {
             Ok(traces) => traces,
-            Err(SpoolError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SpoolError::NoTrace(container.to_owned()))
             }
             Err(e) => return Err(e),
@@ -300,6 +329,54 @@ impl Spool {
     }
 }
 
+/// A batch being written: its temporary file exists, its content does not.
+/// Dropped without [`Pending::commit`], it leaves nothing.
+#[derive(Debug)]
+pub struct Pending {
+    spool: Spool,
+    trace_dir: PathBuf,
+    name: String,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl Pending {
+    /// Writes the batch, gives it its final name, counts it against the bound.
+    pub fn commit(mut self, batch: &[u8], shipped: bool) -> Result<PathBuf, SpoolError> {
+        let size = batch.len() as u64;
+        if size > self.spool.max_bytes {
+            return Err(SpoolError::TooLarge {
+                path: self.spool.dir.clone(),
+                size,
+                max: self.spool.max_bytes,
+            });
+        }
+        let suffix = if shipped { SENT_SUFFIX } else { BATCH_SUFFIX };
+        let path = self.trace_dir.join(format!("{}{suffix}", self.name));
+        let mut file = self.file.take().expect("a pending batch has its file");
+        let written = file
+            .write_all(batch)
+            .and_then(|()| std::fs::rename(&self.tmp, &path));
+        if let Err(e) = written {
+            return Err(SpoolError::Io {
+                path: self.tmp.clone(),
+                source: e,
+            });
+        }
+        drop(file);
+        self.spool.account(batch.len() as u64, &self.trace_dir)?;
+        Ok(path)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 struct TraceDir {
     path: PathBuf,
     modified: SystemTime,
@@ -312,17 +389,6 @@ fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>, SpoolError> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .collect())
-}
-
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)?;
-    file.write_all(bytes)
 }
 
 #[cfg(test)]
@@ -374,12 +440,18 @@ mod tests {
             assert!(total <= 1000, "spool holds {total} bytes after write {i}");
             assert_eq!(usage(&spool), total);
         }
-        assert!(spool.find("c11", None).is_ok(), "the newest trace was evicted");
+        assert!(
+            spool.find("c11", None).is_ok(),
+            "the newest trace was evicted"
+        );
         assert!(matches!(
             spool.find("c0", None),
             Err(SpoolError::NoTrace(_))
         ));
-        assert!(!spool.dir().join("c0").exists(), "an empty container dir is left");
+        assert!(
+            !spool.dir().join("c0").exists(),
+            "an empty container dir is left"
+        );
     }
 
     #[test]

@@ -231,13 +231,18 @@ pub fn text(waterfall: &Waterfall, width: usize) -> String {
         ms(waterfall.duration_ns)
     );
     let names: Vec<String> = waterfall.spans.iter().map(label).collect();
-    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(4).clamp(4, 48);
+    let name_width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
     let fixed = name_width + 3 * 10 + 4;
     let bar_width = width.saturating_sub(fixed).max(10);
     let _ = writeln!(
         out,
-        "{:<name_width$} {:>9} {:>9} {:>9}  {}",
-        "SPAN", "START", "WALL", "CPU", "WATERFALL"
+        "{:<name_width$} {:>9} {:>9} {:>9}  WATERFALL",
+        "SPAN", "START", "WALL", "CPU"
     );
     let total = waterfall.duration_ns.max(1) as f64;
     for (bar, name) in waterfall.spans.iter().zip(&names) {
