@@ -177,8 +177,9 @@ struct Command {
     trace: ContainerTrace,
     /// This command began the container's trace (`create`, `run`).
     began_trace: bool,
-    /// The root span was emitted (the container's life is over).
-    root_done: bool,
+    /// The container's life ended in this command (it was destroyed): its
+    /// root span ends with the command's, with the init pid it had.
+    ended: Option<(ContainerTrace, i32)>,
 }
 
 static ACTIVE: OnceLock<Active> = OnceLock::new();
@@ -329,7 +330,7 @@ pub fn begin_command(root: &Path, name: &'static str, container: &str, join: Joi
             _guard: guard,
             trace,
             began_trace,
-            root_done: false,
+            ended: None,
         })
     });
 }
@@ -474,8 +475,28 @@ pub fn step<T, E: Display>(span: tracing::Span, f: impl FnOnce() -> Result<T, E>
 
 /// Sets an attribute on the current span (`process.pid` once it is known, …).
 pub fn annotate(key: &'static str, value: impl Into<opentelemetry::Value>) {
-    if enabled() {
-        tracing::Span::current().set_attribute(key, value);
+    if !enabled() {
+        return;
+    }
+    let span = tracing::Span::current();
+    if span.is_none() {
+        // Directly in the command's span, which is not a `tracing` span.
+        Context::current()
+            .span()
+            .set_attribute(KeyValue::new(key, value));
+    } else {
+        span.set_attribute(key, value);
+    }
+}
+
+/// The context new spans hang off: the current `tracing` span's, or the
+/// command's span when no `tracing` span is open.
+fn current_context() -> Context {
+    let span = tracing::Span::current();
+    if span.is_none() {
+        Context::current()
+    } else {
+        span.context()
     }
 }
 
@@ -485,7 +506,7 @@ pub fn record_phases(phases: &[PhaseTiming]) {
     let Some(active) = ACTIVE.get() else {
         return;
     };
-    let parent = tracing::Span::current().context();
+    let parent = current_context();
     for phase in phases {
         let mut attributes = vec![KeyValue::new("lucid.in_init", true)];
         if let Some(cpu) = phase.cpu_ns {
@@ -511,22 +532,17 @@ pub fn record_phases(phases: &[PhaseTiming]) {
     }
 }
 
-/// Ends the container's root span: its life, from the start of `create` to
-/// now. Called when the container is destroyed.
+/// Marks the end of the container's life (it was destroyed): its root span,
+/// from the start of `create`, ends with the current command.
 pub fn end_container(trace: Option<&ContainerTrace>, pid: i32) {
-    let Some(active) = ACTIVE.get() else {
-        return;
-    };
     let Some(trace) = trace else {
         return;
     };
-    let id = COMMAND.with(|c| {
-        c.borrow_mut().as_mut().map(|c| {
-            c.root_done = true;
-            c.container.clone()
-        })
+    COMMAND.with(|c| {
+        if let Some(command) = c.borrow_mut().as_mut() {
+            command.ended = Some((trace.clone(), pid));
+        }
     });
-    emit_root(active, trace, id.as_deref().unwrap_or_default(), pid, None);
 }
 
 fn emit_root(
@@ -612,8 +628,13 @@ pub fn finish(error: Option<&str>) {
         span.set_status(Status::error(message.to_owned()));
     }
     span.end();
-    if command.began_trace && error.is_some() && !command.root_done {
-        emit_root(active, &command.trace, &command.container, 0, error);
+    match &command.ended {
+        Some((trace, pid)) => emit_root(active, trace, &command.container, *pid, None),
+        // A command that began the container's trace and failed leaves no container.
+        None if command.began_trace && error.is_some() => {
+            emit_root(active, &command.trace, &command.container, 0, error)
+        }
+        None => {}
     }
     batch.append(export::Batch::encode(active, active.collected.take()));
     export::flush(active, batch, pending);
@@ -621,22 +642,22 @@ pub fn finish(error: Option<&str>) {
     let _ = active.provider.shutdown_with_timeout(Duration::ZERO);
 }
 
-/// When this process started: now, less its on-CPU and run-queue time since
-/// fork (`/proc/self/schedstat`), so the command's span covers exec and
-/// loading too. A process that slept before `main` (it does not) would be
-/// placed too late, never too early.
+/// When this process started: now, less its on-CPU time and its run-queue
+/// time since fork, so that the command's span covers exec and loading too.
+/// The on-CPU time comes from the CPU-time clock, which is exact now
+/// (`/proc/self/schedstat`'s own figure lags by up to a scheduler tick); the
+/// run-queue time from `schedstat`, which is complete while the process
+/// runs. A process that slept before `main` (it does not) would be placed
+/// too late, never too early.
 fn process_start_time() -> SystemTime {
     let now = SystemTime::now();
-    let Ok(text) = std::fs::read_to_string("/proc/self/schedstat") else {
-        return now;
-    };
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    match (fields.next().flatten(), fields.next().flatten()) {
-        (Some(on_cpu), Some(waiting)) => now
-            .checked_sub(Duration::from_nanos(on_cpu + waiting))
-            .unwrap_or(now),
-        _ => now,
-    }
+    let on_cpu = crate::process::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+    let waiting = std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    now.checked_sub(Duration::from_nanos(on_cpu + waiting))
+        .unwrap_or(now)
 }
 
 /// This process's on-CPU time (all threads; it has one).
