@@ -145,7 +145,17 @@ fn create_start_kill_delete_make_one_trace_with_in_init_spans_and_a_failed_hook(
     );
     // One trace, from one service.
     let traces: HashSet<String> = spans.iter().map(|r| hex(&r.span.trace_id)).collect();
-    let listing: Vec<String> = spans.iter().map(|r| format!("{} {} {}", hex(&r.span.trace_id), r.span.name, attribute(&r.span, "container.id").unwrap_or_default())).collect();
+    let listing: Vec<String> = spans
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                hex(&r.span.trace_id),
+                r.span.name,
+                attribute(&r.span, "container.id").unwrap_or_default()
+            )
+        })
+        .collect();
     assert_eq!(traces.len(), 1, "spans of several traces: {listing:#?}");
     assert!(spans.iter().all(|r| r.service == "lucid-under-test"));
     let all = names(&spans);

@@ -190,7 +190,11 @@ impl Cgroup {
     /// `cgroup.create` and `cgroup.apply` steps). On failure, what was made
     /// is removed again.
     pub fn create(&mut self, spec: &Spec) -> Result<(), CgroupError> {
-        let result = self.create_dirs().and_then(|()| self.apply_devices(spec));
+        let result = self.create_dirs().and_then(|()| {
+            crate::telemetry::step(tracing::info_span!("cgroup.apply"), || {
+                self.apply_devices(spec)
+            })
+        });
         if let Err(e) = result {
             let _ = self.remove();
             return Err(e);
