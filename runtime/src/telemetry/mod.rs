@@ -650,12 +650,14 @@ pub fn finish(error: Option<&str>) {
 /// runs. A process that slept before `main` (it does not) would be placed
 /// too late, never too early.
 fn process_start_time() -> SystemTime {
-    let now = SystemTime::now();
-    let on_cpu = crate::process::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+    // Read in this order (wait, CPU, clock): a preemption between the reads
+    // then places the start later, never earlier.
     let waiting = std::fs::read_to_string("/proc/self/schedstat")
         .ok()
         .and_then(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
+    let on_cpu = crate::process::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+    let now = SystemTime::now();
     now.checked_sub(Duration::from_nanos(on_cpu + waiting))
         .unwrap_or(now)
 }
