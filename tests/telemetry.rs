@@ -791,3 +791,74 @@ fn lucid_trace_draws_a_gone_containers_start_as_text_json_and_svg() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no spans"));
 }
+
+#[test]
+fn spans_reach_an_otlp_grpc_receiver_and_http_json_too() {
+    let rt = Runtime::new();
+    let receiver = lucid_tests::otlp_grpc::GrpcReceiver::start();
+    let endpoint = receiver.endpoint();
+    let id = unique_id("grpc");
+    let bundle = Bundle::new(&rt, &id, &["true"]);
+    let log = rt.root().join("grpc.log");
+    ok(
+        &rt,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "run",
+            "--bundle",
+            bundle.arg(),
+            &id,
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+        ],
+    );
+    assert_eq!(warnings(&log), Vec::<String>::new());
+    let spans = receiver.spans();
+    let all = names(&spans);
+    for name in [
+        "container",
+        "run",
+        "create",
+        "rootfs.mount",
+        "init.exec",
+        "delete",
+    ] {
+        assert!(
+            all.iter().any(|n| n == name),
+            "no {name} span over gRPC in {all:?}"
+        );
+    }
+    let traces: HashSet<String> = spans.iter().map(|r| hex(&r.span.trace_id)).collect();
+    assert_eq!(traces.len(), 1);
+    // Shipped directly: the spool keeps them for `lucid trace`, marked as sent.
+    let batches = walk(&rt.root().join("@spool").join(&id));
+    assert!(
+        !batches.is_empty() && batches.iter().all(|b| b.ends_with(".json.sent")),
+        "{batches:?}"
+    );
+
+    let http = Receiver::start(Behaviour::Accept);
+    let endpoint = http.endpoint();
+    let id = unique_id("json");
+    let bundle = Bundle::new(&rt, &id, &["true"]);
+    ok(
+        &rt,
+        &["run", "--bundle", bundle.arg(), &id],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    assert!(
+        http.requests()
+            .iter()
+            .all(|r| r.ends_with("application/json")),
+        "{:?}",
+        http.requests()
+    );
+    assert!(names(&http.spans()).iter().any(|n| n == "rootfs.mount"));
+}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod taskstats;
 
 /// The cgroup parent every test container lives under, so leaks are easy to find.
