@@ -65,14 +65,11 @@ impl Batch {
         if other.spans.is_empty() {
             return;
         }
-        if self.json.len() < 2 {
+        if self.spans.is_empty() {
             *self = other;
             return;
         }
-        // Join the two arrays: `[a…]` + `[b…]` → `[a…,b…]`.
-        self.json.pop();
-        self.json.push(b',');
-        self.json.extend_from_slice(&other.json[1..]);
+        join_arrays(&mut self.json, &other.json);
         self.spans.extend(other.spans);
     }
 
@@ -84,6 +81,23 @@ impl Batch {
         out.push(b'}');
         out
     }
+}
+
+/// Joins two encoded JSON arrays: `[a…]` + `[b…]` → `[a…,b…]`.
+fn join_arrays(into: &mut Vec<u8>, other: &[u8]) {
+    let (Some(b']'), Some(b'[')) = (into.last().copied(), other.first().copied()) else {
+        return;
+    };
+    if other.len() <= 2 {
+        return;
+    }
+    if into.len() <= 2 {
+        *into = other.to_vec();
+        return;
+    }
+    into.pop();
+    into.push(b',');
+    into.extend_from_slice(&other[1..]);
 }
 
 /// Opens the spool file for the command's next batch (see [`Spool::begin`]).
@@ -156,4 +170,22 @@ fn send(
         .map_err(|e| e.to_string())?;
     exporter.set_resource(&active.resource);
     futures_executor::block_on(exporter.export(spans)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_arrays_join_into_one() {
+        let mut a = br#"[{"x":1}]"#.to_vec();
+        join_arrays(&mut a, br#"[{"y":2},{"z":3}]"#);
+        let joined: serde_json::Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(joined, serde_json::json!([{"x":1},{"y":2},{"z":3}]));
+        let mut empty = b"[]".to_vec();
+        join_arrays(&mut empty, br#"[{"y":2}]"#);
+        assert_eq!(empty, br#"[{"y":2}]"#);
+        join_arrays(&mut empty, b"[]");
+        assert_eq!(empty, br#"[{"y":2}]"#);
+    }
 }

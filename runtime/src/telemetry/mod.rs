@@ -215,19 +215,19 @@ pub fn init(root: &Path) {
     if !settings.enabled {
         return;
     }
-    let mut resource = Resource::builder().build();
-    let default_name = resource
-        .get(&opentelemetry::Key::new("service.name"))
-        .is_none_or(|v| v.as_str().starts_with("unknown_service"));
-    let runtime = [
+    // The SDK's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
+    // without either naming the service, it is `lucid`.
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|v| v.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+    let mut builder = Resource::builder().with_attributes([
         KeyValue::new("container.runtime.name", "lucid"),
         KeyValue::new("container.runtime.version", env!("CARGO_PKG_VERSION")),
-    ];
-    let mut builder = Resource::builder().with_attributes(runtime);
-    if default_name {
+    ]);
+    if !named {
         builder = builder.with_service_name("lucid");
     }
-    resource = builder.build();
+    let resource = builder.build();
     let collected = collect::Collected::default();
     let config = Config::default();
     let sampler = config.sampler;
