@@ -218,8 +218,10 @@ pub fn init(root: &Path) {
     // The SDK's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
     // without either naming the service, it is `lucid`.
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-            .is_ok_and(|v| v.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
+            v.split(',')
+                .any(|kv| kv.trim().starts_with("service.name="))
+        });
     let mut builder = Resource::builder().with_attributes([
         KeyValue::new("container.runtime.name", "lucid"),
         KeyValue::new("container.runtime.version", env!("CARGO_PKG_VERSION")),

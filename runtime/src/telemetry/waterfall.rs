@@ -345,6 +345,13 @@ pub fn svg(waterfall: &Waterfall) -> String {
             ms(ns)
         );
     }
+    // The root and the commands hanging off it are drawn apart from steps.
+    let roots: std::collections::HashSet<&str> = waterfall
+        .spans
+        .iter()
+        .filter(|b| b.depth == 0)
+        .map(|b| b.span_id.as_str())
+        .collect();
     for (i, bar) in waterfall.spans.iter().enumerate() {
         let y = TOP + i as f64 * ROW;
         let bx = x(bar.offset_ns);
@@ -353,7 +360,7 @@ pub fn svg(waterfall: &Waterfall) -> String {
             "#d9534f"
         } else if bar.in_init {
             "#5cb85c"
-        } else if bar.depth == 0 {
+        } else if bar.depth == 0 || roots.contains(bar.parent_span_id.as_str()) {
             "#6c757d"
         } else {
             "#428bca"
