@@ -556,6 +556,39 @@ fn a_closed_port_endpoint_still_runs_the_container_and_keeps_the_spans_for_the_e
     let batches: Vec<String> = walk(&rt.root().join("@spool").join(&id));
     assert!(!batches.is_empty());
     assert!(batches.iter().all(|b| b.ends_with(".json")), "{batches:?}");
+
+    // An endpoint that is not OTLP (answers 404), and one lucid cannot speak
+    // to (https): the same.
+    let wrong = Receiver::start(Behaviour::NotFound);
+    for endpoint in [wrong.endpoint(), "https://127.0.0.1:1".to_owned()] {
+        let id = unique_id("wrong");
+        let bundle = Bundle::new(&rt, &id, &["sh", "-c", "echo ran"]);
+        let log = rt.root().join(format!("{id}.log"));
+        let (out, _) = lucid(
+            &rt,
+            &[
+                "--log",
+                log.to_str().unwrap(),
+                "run",
+                "--bundle",
+                bundle.arg(),
+                &id,
+            ],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+        let warned = warnings(&log);
+        assert_eq!(warned.len(), 1, "{endpoint}: {warned:?}");
+        assert!(
+            !spooled(rt.root(), &id).is_empty(),
+            "{endpoint}: nothing spooled"
+        );
+    }
 }
 
 #[test]

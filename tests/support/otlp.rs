@@ -23,6 +23,8 @@ pub enum Behaviour {
     Accept,
     /// Accept the connection, read nothing, never answer.
     Hang,
+    /// Answer every request `404 Not Found` (not an OTLP endpoint).
+    NotFound,
 }
 
 /// A span as received, with the service name of its resource.
@@ -63,6 +65,15 @@ impl Receiver {
                     match behaviour {
                         Behaviour::Hang => held.push(stream),
                         Behaviour::Accept => serve(stream, &spans, &requests),
+                        Behaviour::NotFound => {
+                            let mut stream = stream;
+                            let mut buf = [0u8; 65536];
+                            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                            let _ = stream.read(&mut buf);
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n",
+                            );
+                        }
                     }
                 }
             })

@@ -152,24 +152,34 @@ fn send(
     spans: Vec<SpanData>,
 ) -> Result<(), String> {
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let endpoint = endpoint();
+    if endpoint
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https:")
+    {
+        return Err("https endpoints are not exported directly (lucid speaks plain http); leave OTEL_EXPORTER_OTLP_ENDPOINT unset and let lucid-exporter ship the spool".into());
+    }
     let otlp = match protocol {
         Protocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
         Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
         Protocol::Grpc => {
-            return super::grpc::export(&endpoint(), &to_request(&active.resource, spans), deadline)
+            return super::grpc::export(&endpoint, &to_request(&active.resource, spans), deadline)
         }
     };
     let timeout = deadline.saturating_duration_since(Instant::now());
+    let client = super::http::BlockingClient::new(deadline);
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(super::http::BlockingClient::new(deadline))
+        .with_http_client(client.clone())
         .with_protocol(otlp)
         .with_timeout(timeout)
         .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
         .build()
         .map_err(|e| e.to_string())?;
     exporter.set_resource(&active.resource);
-    futures_executor::block_on(exporter.export(spans)).map_err(|e| e.to_string())
+    futures_executor::block_on(exporter.export(spans))
+        .map_err(|e| client.last_error().unwrap_or_else(|| e.to_string()))
 }
 
 #[cfg(test)]

@@ -17,12 +17,25 @@ const MAX_RESPONSE: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct BlockingClient {
     deadline: Instant,
+    /// The last failure, with its cause (the exporter reports less).
+    last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl BlockingClient {
     /// A client whose requests must all be done by `deadline`.
     pub fn new(deadline: Instant) -> Self {
-        BlockingClient { deadline }
+        BlockingClient {
+            deadline,
+            last_error: Default::default(),
+        }
+    }
+
+    /// What went wrong last, if anything.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -296,7 +309,13 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
 #[async_trait::async_trait]
 impl HttpClient for BlockingClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        Ok(post(self, &request)?)
+        let response = post(self, &request);
+        if let Err(e) = &response {
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+        Ok(response?)
     }
 }
 
