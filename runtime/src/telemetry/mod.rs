@@ -43,6 +43,7 @@ use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use context::{parse_traceparent, ContainerTrace, TraceparentError};
+pub use export::Protocol;
 
 use crate::process::PhaseTiming;
 
