@@ -31,12 +31,12 @@ pub enum CgroupError {
     #[error("config.json: linux.cgroupsPath: {0:?} leaves the cgroup root")]
     Escapes(PathBuf),
     /// A file operation failed.
-    #[error("cgroup {path}: {source}")]
+    #[error("cgroup {path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The host cannot enforce what the spec asks.
     #[error("{0}")]
@@ -44,9 +44,9 @@ pub enum CgroupError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io {
+    move |cause| CgroupError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -295,7 +295,7 @@ impl Cgroup {
             if ret != 0 && nix::errno::Errno::last() != nix::errno::Errno::ESRCH {
                 return Err(CgroupError::Io {
                     path: PathBuf::from(format!("pid {pid}")),
-                    source: std::io::Error::last_os_error(),
+                    cause: std::io::Error::last_os_error(),
                 });
             }
         }
@@ -337,7 +337,7 @@ impl Cgroup {
                     Err(e) => {
                         return Err(CgroupError::Io {
                             path: dir.clone(),
-                            source: e,
+                            cause: e,
                         })
                     }
                 }
@@ -362,7 +362,7 @@ fn create_cpuset_dirs(mountpoint: &Path, dir: &Path) -> Result<(), CgroupError> 
             Err(e) => {
                 return Err(CgroupError::Io {
                     path: current,
-                    source: e,
+                    cause: e,
                 })
             }
         }
