@@ -61,9 +61,12 @@ pub fn unique_id(prefix: &str) -> String {
     )
 }
 
-/// A state root of its own; dropping it force-deletes every container in it.
+/// A state root of its own, and a BPF pin root of its own (so tests never
+/// touch the pins of a real exporter); dropping it force-deletes every
+/// container in it, then removes the pins.
 pub struct Runtime {
     root: tempfile::TempDir,
+    pin_root: PathBuf,
 }
 
 impl Default for Runtime {
@@ -81,7 +84,17 @@ impl Runtime {
                 .prefix("lucid-root-")
                 .tempdir()
                 .expect("making a state root"),
+            pin_root: PathBuf::from(format!(
+                "/sys/fs/bpf/lucid-test-rt-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )),
         }
+    }
+
+    /// The BPF pin root this runtime's containers use (`LUCID_EBPF_PIN_ROOT`).
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
     }
 
     /// The state root.
@@ -93,6 +106,7 @@ impl Runtime {
     pub fn command(&self) -> Command {
         let mut command = Command::new(lucid_bin());
         command.arg("--root").arg(self.root());
+        command.env("LUCID_EBPF_PIN_ROOT", &self.pin_root);
         command
     }
 
@@ -166,6 +180,7 @@ impl Runtime {
             .map(|entries| {
                 entries
                     .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .filter_map(|e| e.file_name().into_string().ok())
                     .collect()
             })
@@ -177,6 +192,11 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         for id in self.ids() {
             let _ = self.lucid(&["delete", "--force", &id]);
+        }
+        if self.pin_root.exists() {
+            if let Err(e) = lucid_ebpf::remove_pin_root(&self.pin_root) {
+                eprintln!("removing {}: {e}", self.pin_root.display());
+            }
         }
     }
 }

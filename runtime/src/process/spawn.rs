@@ -68,7 +68,11 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     } else {
         plan.direct_clone_flags()
     };
-    let cgroup_fd = request.cgroup.unified_fd();
+    let cgroup_fd = if crate::cgroups::placement_forced_to_procs() {
+        None
+    } else {
+        request.cgroup.unified_fd()
+    };
     request.init.close_now.push(ours.raw_fd());
     // SAFETY: the runtime is single-threaded: it starts no threads.
     let cloned = unsafe { clone_process(flags, cgroup_fd.as_ref().map(|fd| fd.as_fd())) }
