@@ -600,7 +600,13 @@ fn apply_block_io(target: &Target, b: &LinuxBlockIo) -> Result<(), CgroupError> 
         }
     }
     type Setter = fn(&BlkIoController, u64, u64, u64) -> cgroups_rs::error::Result<()>;
-    type Throttle<'a> = (&'a str, &'a Option<Vec<LinuxThrottleDevice>>, &'a str, &'a str, Setter);
+    type Throttle<'a> = (
+        &'a str,
+        &'a Option<Vec<LinuxThrottleDevice>>,
+        &'a str,
+        &'a str,
+        Setter,
+    );
     let throttles: [Throttle; 4] = [
         (
             "throttleReadBpsDevice",

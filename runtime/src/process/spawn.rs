@@ -97,6 +97,14 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         pids: vec![first_pid],
     };
     request.cgroup.place(first_pid.as_raw(), born_in_cgroup)?;
+    log::debug!(
+        "process {first_pid} placed {}",
+        if born_in_cgroup {
+            "in its v2 cgroup at birth (CLONE_INTO_CGROUP)"
+        } else {
+            "through cgroup.procs"
+        }
+    );
     let (pid, pidfd) = if intermediate {
         if plan.is_new(oci_spec::runtime::LinuxNamespaceType::User) {
             expect(&ours, first_pid, |m| {
