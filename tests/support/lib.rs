@@ -102,6 +102,12 @@ impl Runtime {
         rt
     }
 
+    /// Points `LUCID_EBPF_PIN_ROOT` elsewhere (a path where eBPF cannot work,
+    /// to test running without it).
+    pub fn set_pin_root(&mut self, pin_root: &Path) {
+        self.pin_root = pin_root.to_path_buf();
+    }
+
     /// The BPF pin root this runtime's containers use (`LUCID_EBPF_PIN_ROOT`).
     pub fn pin_root(&self) -> &Path {
         &self.pin_root
@@ -441,11 +447,10 @@ impl V2View {
                 .args([
                     "--propagation",
                     "private",
-                    "mount",
-                    "-t",
-                    "cgroup2",
-                    "cgroup2",
-                    "/sys/fs/cgroup",
+                    "sh",
+                    "-c",
+                    // The v1 mounts must go, not just be covered: lucid reads mountinfo.
+                    "umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup",
                 ]),
         );
         view
