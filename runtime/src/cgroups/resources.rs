@@ -717,8 +717,11 @@ pub fn write_file(
 ) -> Result<(), CgroupError> {
     let path = dir.join(file);
     let value = value.to_string();
+    // O_TRUNC as a shell's `>` does: cgroupfs ignores it, and a tree laid
+    // out in a temporary directory needs it.
     let result = std::fs::OpenOptions::new()
         .write(true)
+        .truncate(true)
         .open(&path)
         .and_then(|mut f| f.write_all(value.as_bytes()));
     result.map_err(|source| CgroupError::Write {
@@ -778,6 +781,159 @@ mod tests {
         assert_eq!(blkio_weight_to_io_weight(10), 1);
         assert_eq!(blkio_weight_to_io_weight(500), 4950);
         assert_eq!(blkio_weight_to_io_weight(1000), 10000);
+    }
+
+    /// A temporary directory laid out like a v2 cgroup with every controller:
+    /// the files exist, as cgroupfs makes them, with the kernel's defaults.
+    fn v2_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "cgroup.controllers",
+                "cpuset cpu io memory hugetlb pids rdma misc",
+            ),
+            ("cpu.weight", "100"),
+            ("cpu.max", "max 100000"),
+            ("cpu.max.burst", "0"),
+            ("cpu.idle", "0"),
+            ("cpuset.cpus", ""),
+            ("cpuset.mems", ""),
+            ("memory.max", "max"),
+            ("memory.low", "0"),
+            ("memory.swap.max", "max"),
+            ("memory.current", "4096"),
+            ("pids.max", "max"),
+            ("io.weight", "default 100"),
+            ("io.max", ""),
+            ("hugetlb.2MB.max", "max"),
+            ("rdma.max", ""),
+            ("memory.high", "max"),
+        ];
+        for (file, content) in files {
+            std::fs::write(dir.path().join(file), content).unwrap();
+        }
+        dir
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        std::fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    fn v2_target(dir: &Path) -> Target {
+        Target {
+            v1: Vec::new(),
+            v2: Some(dir.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn v2_writes_use_runc_conversions_and_files() {
+        let tree = v2_tree();
+        let dir = tree.path();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": { "limit": 104857600, "swap": 209715200, "reservation": 52428800 },
+            "cpu": { "shares": 1024, "quota": 50000, "period": 200000, "cpus": "0-1", "mems": "0", "idle": 1, "burst": 1000 },
+            "pids": { "limit": 64 },
+            "blockIO": { "weight": 500,
+                         "throttleReadBpsDevice": [ { "major": 8, "minor": 0, "rate": 1048576 } ],
+                         "throttleWriteIOPSDevice": [ { "major": 8, "minor": 0, "rate": 0 } ] },
+            "hugepageLimits": [ { "pageSize": "2MB", "limit": 4194304 } ],
+            "rdma": { "mlx4_0": { "hcaHandles": 2, "hcaObjects": 2000 } },
+            "unified": { "memory.high": "90000000" }
+        }))
+        .unwrap();
+        apply(&v2_target(dir), &r, Mode::Create).unwrap();
+        assert_eq!(read(dir, "memory.max"), "104857600");
+        // memory+swap 200 MiB over memory 100 MiB: 100 MiB of swap.
+        assert_eq!(read(dir, "memory.swap.max"), "104857600");
+        assert_eq!(read(dir, "memory.low"), "52428800");
+        assert_eq!(read(dir, "cpu.weight"), "39");
+        assert_eq!(read(dir, "cpu.max"), "50000 200000");
+        assert_eq!(read(dir, "cpu.max.burst"), "1000");
+        assert_eq!(read(dir, "cpu.idle"), "1");
+        assert_eq!(read(dir, "cpuset.cpus"), "0-1");
+        assert_eq!(read(dir, "cpuset.mems"), "0");
+        assert_eq!(read(dir, "pids.max"), "64");
+        assert_eq!(read(dir, "io.weight"), "4950");
+        // Each io.max write is one line; the file keeps the last.
+        assert_eq!(read(dir, "io.max"), "8:0 wiops=max");
+        assert_eq!(read(dir, "hugetlb.2MB.max"), "4194304");
+        assert_eq!(read(dir, "rdma.max"), "mlx4_0 hca_handle=2 hca_object=2000");
+        assert_eq!(read(dir, "memory.high"), "90000000");
+    }
+
+    #[test]
+    fn v2_unlimited_values_are_max() {
+        let tree = v2_tree();
+        let dir = tree.path();
+        std::fs::write(dir.join("cpu.max"), "20000 100000").unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": { "limit": -1 }, "cpu": { "quota": -1 }, "pids": { "limit": -1 }
+        }))
+        .unwrap();
+        apply(&v2_target(dir), &r, Mode::Create).unwrap();
+        assert_eq!(read(dir, "memory.max"), "max");
+        assert_eq!(read(dir, "memory.swap.max"), "max");
+        assert_eq!(read(dir, "cpu.max"), "max 100000");
+        assert_eq!(read(dir, "pids.max"), "max");
+    }
+
+    #[test]
+    fn v2_refuses_what_it_has_no_file_for_by_name() {
+        let tree = v2_tree();
+        let target = v2_target(tree.path());
+        for (resources, field) in [
+            (
+                serde_json::json!({ "memory": { "swappiness": 10 } }),
+                "linux.resources.memory.swappiness",
+            ),
+            (
+                serde_json::json!({ "memory": { "disableOOMKiller": true } }),
+                "linux.resources.memory.disableOOMKiller",
+            ),
+            (
+                serde_json::json!({ "cpu": { "realtimeRuntime": 1000 } }),
+                "linux.resources.cpu.realtimeRuntime",
+            ),
+            (
+                serde_json::json!({ "network": { "classID": 1 } }),
+                "linux.resources.network",
+            ),
+            (
+                serde_json::json!({ "blockIO": { "leafWeight": 100 } }),
+                "linux.resources.blockIO.leafWeight",
+            ),
+            (
+                serde_json::json!({ "memory": { "limit": 100, "swap": 50 } }),
+                "linux.resources.memory.swap",
+            ),
+            (
+                serde_json::json!({ "unified": { "../etc/passwd": "x" } }),
+                "linux.resources.unified",
+            ),
+            (
+                serde_json::json!({ "unified": { "memory.nosuch": "1" } }),
+                "linux.resources.unified",
+            ),
+        ] {
+            let r: LinuxResources = serde_json::from_value(resources).unwrap();
+            let err = apply(&target, &r, Mode::Create).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn check_before_update_refuses_a_limit_below_usage() {
+        let tree = v2_tree();
+        let target = v2_target(tree.path());
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": { "limit": 1024, "checkBeforeUpdate": true }
+        }))
+        .unwrap();
+        let err = apply(&target, &r, Mode::Update).unwrap_err().to_string();
+        assert!(err.contains("checkBeforeUpdate"), "{err}");
+        apply(&target, &r, Mode::Create).unwrap();
+        assert_eq!(read(tree.path(), "memory.max"), "1024");
     }
 
     #[test]
