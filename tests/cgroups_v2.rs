@@ -40,7 +40,7 @@ fn frozen(dir: &Path) -> bool {
 #[test]
 fn create_place_freeze_and_remove_work_on_the_real_v2_hierarchy() {
     let _serial = serial();
-    let view = V2View::new();
+    let (_guard, view) = view();
     let rt = Runtime::in_view(&view);
     let id = unique_id("v2life");
     let bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
@@ -118,6 +118,18 @@ impl Drop for SubtreeGuard {
     }
 }
 
+/// A pure v2 view, and a guard that takes back at the end the controllers
+/// lucid delegated from the root (as on a v2 host, it enables every
+/// controller the root has down the container's path).
+fn view() -> (SubtreeGuard, V2View) {
+    let root = host_v2_root();
+    let guard = SubtreeGuard {
+        before: read(&root.join("cgroup.subtree_control")),
+        root,
+    };
+    (guard, V2View::new())
+}
+
 #[test]
 fn v2_resources_are_written_and_missing_controllers_named() {
     let _serial = serial();
@@ -127,11 +139,7 @@ fn v2_resources_are_written_and_missing_controllers_named() {
         controllers.split_whitespace().any(|c| c == "hugetlb"),
         "this test needs the hugetlb controller free for v2 (it is: {controllers:?})"
     );
-    let _guard = SubtreeGuard {
-        before: read(&root.join("cgroup.subtree_control")),
-        root: root.clone(),
-    };
-    let view = V2View::new();
+    let (_guard, view) = view();
     let rt = Runtime::in_view(&view);
     let id = unique_id("v2huge");
     let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
@@ -188,7 +196,7 @@ fn null_bundle(rt: &Runtime, id: &str, deny_null: bool) -> Bundle {
 #[test]
 fn a_device_rule_denying_dev_null_fails_inside_the_container_only() {
     let _serial = serial();
-    let view = V2View::new();
+    let (_guard, view) = view();
     let rt = Runtime::in_view(&view);
     let denied = unique_id("nonull");
     let bundle = null_bundle(&rt, &denied, true);
@@ -204,7 +212,7 @@ fn a_device_rule_denying_dev_null_fails_inside_the_container_only() {
 #[test]
 fn without_bpf_device_rules_make_create_fail_instead_of_allowing_every_device() {
     let _serial = serial();
-    let view = V2View::new();
+    let (_guard, view) = view();
     let mut rt = Runtime::in_view(&view);
     // Not a BPF file system, and none can be mounted there.
     rt.set_pin_root(Path::new("/sys/kernel/lucid-no-bpf"));
