@@ -41,12 +41,12 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
     /// An operating-system call failed outside any one concern.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Os {
         /// What was being done.
         context: String,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -55,10 +55,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An OS error with the step that failed.
-    pub fn os(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+    pub fn os(context: impl Into<String>, cause: impl Into<std::io::Error>) -> Self {
         Error::Os {
             context: context.into(),
-            source: source.into(),
+            cause: cause.into(),
         }
     }
 }

@@ -33,12 +33,12 @@ pub enum CgroupError {
     #[error("config.json: linux.cgroupsPath: {0:?} leaves the cgroup root")]
     Escapes(PathBuf),
     /// A file operation failed.
-    #[error("cgroup {path}: {source}")]
+    #[error("cgroup {path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The host cannot enforce what the spec asks.
     #[error("{0}")]
@@ -74,9 +74,9 @@ fn explain_write(e: &std::io::Error) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io {
+    move |cause| CgroupError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -456,7 +456,7 @@ impl Cgroup {
             if ret != 0 && nix::errno::Errno::last() != nix::errno::Errno::ESRCH {
                 return Err(CgroupError::Io {
                     path: PathBuf::from(format!("pid {pid}")),
-                    source: std::io::Error::last_os_error(),
+                    cause: std::io::Error::last_os_error(),
                 });
             }
         }
@@ -498,7 +498,7 @@ impl Cgroup {
                     Err(e) => {
                         return Err(CgroupError::Io {
                             path: dir.clone(),
-                            source: e,
+                            cause: e,
                         })
                     }
                 }
@@ -558,7 +558,7 @@ fn create_cpuset_dirs(mountpoint: &Path, dir: &Path) -> Result<(), CgroupError> 
             Err(e) => {
                 return Err(CgroupError::Io {
                     path: current,
-                    source: e,
+                    cause: e,
                 })
             }
         }

@@ -134,10 +134,20 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     };
     (request.on_pid)(pid.as_raw());
     let phases = loop {
-        match ours.recv::<InitMessage>()? {
+        // A closed or reset channel means the init process died: say how.
+        let message = ours
+            .recv::<InitMessage>()
+            .map_err(|_| ProcessError::InitDied(exit_status(pid)))?;
+        match message {
             Some(InitMessage::RunCreateRuntimeHooks) => {
                 (request.runtime_hooks)(pid.as_raw())?;
-                ours.send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })?;
+                // A hook may have killed the init process: say so, not "broken pipe".
+                if ours
+                    .send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })
+                    .is_err()
+                {
+                    return Err(ProcessError::InitDied(exit_status(pid)));
+                }
             }
             Some(InitMessage::Ready { phases }) => break phases,
             Some(InitMessage::Failed { phase, message }) => {
@@ -225,7 +235,7 @@ fn write_id_maps(pid: Pid, spec: &oci_spec::runtime::Spec) -> Result<(), Process
         }
         let path = Path::new("/proc").join(pid.as_raw().to_string()).join(file);
         std::fs::write(&path, map_text(&mappings))
-            .map_err(|source| ProcessError::IdMap { path, source })?;
+            .map_err(|cause| ProcessError::IdMap { path, cause })?;
     }
     Ok(())
 }
