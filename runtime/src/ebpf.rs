@@ -42,12 +42,12 @@ pub enum EbpfError {
     )]
     DeviceFilterUnavailable(Box<lucid_ebpf::Error>),
     /// Registering with the device filter failed.
-    #[error("attaching the eBPF device filter to {path}: {source}")]
+    #[error("attaching the eBPF device filter to {}: {cause}", path.display())]
     DeviceFilter {
         /// The v2 cgroup.
         path: PathBuf,
         /// The failure.
-        source: Box<lucid_ebpf::Error>,
+        cause: Box<lucid_ebpf::Error>,
     },
     /// A device rule the filter cannot hold.
     #[error("linux.resources.devices: {0}")]
@@ -59,12 +59,12 @@ pub enum EbpfError {
     #[error("container {0} is not watched by lucid's eBPF programs: eBPF was unavailable or failed when it was created (see the warning in lucid's log)")]
     NotWatched(String),
     /// Reading the programs' maps failed.
-    #[error("reading the eBPF counters under {pin_root}: {source}")]
+    #[error("reading the eBPF counters under {}: {cause}", pin_root.display())]
     Read {
         /// The pin root.
         pin_root: PathBuf,
         /// The failure.
-        source: Box<lucid_ebpf::Error>,
+        cause: Box<lucid_ebpf::Error>,
     },
 }
 
@@ -204,7 +204,7 @@ fn unwatched(
     if needs_devices {
         return Err(EbpfError::DeviceFilter {
             path: cgroup_dir.to_path_buf(),
-            source: Box::new(e),
+            cause: Box::new(e),
         });
     }
     log::warn!(
@@ -248,7 +248,7 @@ pub fn syscalls(
     let registration = registration.ok_or_else(|| EbpfError::NotWatched(id.to_owned()))?;
     let read_err = |source| EbpfError::Read {
         pin_root: registration.pin_root.clone(),
-        source: Box::new(source),
+        cause: Box::new(source),
     };
     let programs = Programs::open(&registration.pin_root).map_err(read_err)?;
     programs

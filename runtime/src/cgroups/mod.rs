@@ -48,7 +48,7 @@ pub enum CgroupError {
     Invalid(String),
     /// Writing a resource into a cgroup file failed: the kernel rejected the
     /// value, or the file does not exist on this host.
-    #[error("{field}: writing {value:?} to {}: {}", path.display(), explain_write(source))]
+    #[error("{field}: writing {value:?} to {}: {}", path.display(), explain_write(cause))]
     Write {
         /// The resource, as a JSON path (`linux.resources.memory.limit`).
         field: String,
@@ -57,7 +57,7 @@ pub enum CgroupError {
         /// What was written.
         value: String,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Freezing or thawing did not finish.
     #[error("{0}")]
@@ -535,7 +535,7 @@ fn create_v2_dirs(mountpoint: &Path, dir: &Path) -> Result<(), CgroupError> {
             Err(e) => {
                 return Err(CgroupError::Io {
                     path: current,
-                    source: e,
+                    cause: e,
                 })
             }
         }

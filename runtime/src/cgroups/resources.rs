@@ -724,11 +724,11 @@ pub fn write_file(
         .truncate(true)
         .open(&path)
         .and_then(|mut f| f.write_all(value.as_bytes()));
-    result.map_err(|source| CgroupError::Write {
+    result.map_err(|cause| CgroupError::Write {
         field: field.to_owned(),
         path,
         value,
-        source,
+        cause,
     })
 }
 
@@ -744,11 +744,11 @@ fn via_crate(
 ) -> Result<(), CgroupError> {
     let path = dir.join(file);
     let value = value.to_string();
-    let error = |source| CgroupError::Write {
+    let error = |cause| CgroupError::Write {
         field: field.to_owned(),
         path: path.clone(),
         value: value.clone(),
-        source,
+        cause,
     };
     if !path.exists() {
         return Err(error(std::io::Error::from(std::io::ErrorKind::NotFound)));
