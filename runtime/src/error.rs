@@ -1,7 +1,7 @@
 //! The library's error type: one variant per concern, each carrying that
 //! concern's own error.
 
-use crate::{cgroups, hooks, process, rootfs, spec, state};
+use crate::{cgroups, ebpf, hooks, process, rootfs, spec, state};
 
 /// Everything that can go wrong in a lifecycle operation.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,9 @@ pub enum Error {
     /// Creating, filling or removing the container's cgroups.
     #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
+    /// Attaching or reading the eBPF programs.
+    #[error(transparent)]
+    Ebpf(#[from] ebpf::EbpfError),
     /// Setting up the root filesystem.
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),

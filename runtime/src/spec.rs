@@ -448,12 +448,6 @@ fn reject_unsupported(spec: &Spec) -> Result<(), SpecError> {
         if linux.net_devices().is_some() {
             return refuse("linux.netDevices");
         }
-        crate::cgroups::check_supported(linux.resources().as_ref()).map_err(|field| {
-            invalid(
-                field,
-                "is not supported by this version of lucid: remove it from the bundle",
-            )
-        })?;
     }
     Ok(())
 }

@@ -127,6 +127,10 @@ pub struct ContainerState {
     /// The container's cgroups.
     #[serde(default)]
     pub cgroup: CgroupPaths,
+    /// The container's registration with the eBPF programs (absent when it
+    /// runs unwatched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebpf: Option<crate::ebpf::Registration>,
     /// Whether the container has a pid namespace of its own (killing init then
     /// kills every process in it).
     #[serde(default)]

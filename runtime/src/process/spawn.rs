@@ -68,7 +68,11 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     } else {
         plan.direct_clone_flags()
     };
-    let cgroup_fd = request.cgroup.unified_fd();
+    let cgroup_fd = if crate::cgroups::placement_forced_to_procs() {
+        None
+    } else {
+        request.cgroup.unified_fd()
+    };
     request.init.close_now.push(ours.raw_fd());
     // SAFETY: the runtime is single-threaded: it starts no threads.
     let cloned = unsafe { clone_process(flags, cgroup_fd.as_ref().map(|fd| fd.as_fd())) }
@@ -93,6 +97,14 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         pids: vec![first_pid],
     };
     request.cgroup.place(first_pid.as_raw(), born_in_cgroup)?;
+    log::debug!(
+        "process {first_pid} placed {}",
+        if born_in_cgroup {
+            "in its v2 cgroup at birth (CLONE_INTO_CGROUP)"
+        } else {
+            "through cgroup.procs"
+        }
+    );
     let (pid, pidfd) = if intermediate {
         if plan.is_new(oci_spec::runtime::LinuxNamespaceType::User) {
             expect(&ours, first_pid, |m| {
