@@ -26,6 +26,16 @@ pub struct Contender {
     pub env: Vec<(String, String)>,
 }
 
+impl Contender {
+    /// The name as a container ID and path component.
+    fn slug(&self) -> String {
+        self.name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect()
+    }
+}
+
 /// What one round of one contender measured.
 struct Sample {
     wall: Duration,
@@ -45,7 +55,10 @@ fn parse_rounds(args: &[String]) -> Result<usize> {
 
 /// Runs the benchmark named by the first argument (default `core`).
 pub fn run(args: &[String]) -> Result<()> {
-    let which = args.first().filter(|a| !a.starts_with("--")).map_or("core", String::as_str);
+    let which = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .map_or("core", String::as_str);
     let rounds = parse_rounds(args)?;
     match which {
         "core" => core(rounds),
@@ -55,7 +68,17 @@ pub fn run(args: &[String]) -> Result<()> {
             let rounds = rounds.to_string();
             shell::run(
                 "cargo",
-                &["run", "--release", "-p", "lucid-ebpf", "--example", "bench", "--", "--rounds", &rounds],
+                &[
+                    "run",
+                    "--release",
+                    "-p",
+                    "lucid-ebpf",
+                    "--example",
+                    "bench",
+                    "--",
+                    "--rounds",
+                    &rounds,
+                ],
             )
         }
         other => bail!("unknown benchmark {other:?} (core, ebpf)"),
@@ -68,9 +91,28 @@ fn core(rounds: usize) -> Result<()> {
     shell::run("cargo", &["build", "--release", "-p", "lucid"])?;
     let lucid = shell::workspace().join("target/release/lucid");
     let contenders = vec![
-        Contender { name: "lucid".into(), bin: lucid.clone(), env: Vec::new() },
-        Contender { name: "runc".into(), bin: "runc".into(), env: Vec::new() },
-        Contender { name: "crun".into(), bin: "crun".into(), env: Vec::new() },
+        Contender {
+            name: "lucid".into(),
+            bin: lucid.clone(),
+            env: Vec::new(),
+        },
+        // The same, placing the init process through cgroup.procs instead of
+        // clone3(CLONE_INTO_CGROUP).
+        Contender {
+            name: "lucid (cgroup.procs)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_CGROUP_PLACEMENT".into(), "procs".into())],
+        },
+        Contender {
+            name: "runc".into(),
+            bin: "runc".into(),
+            env: Vec::new(),
+        },
+        Contender {
+            name: "crun".into(),
+            bin: "crun".into(),
+            env: Vec::new(),
+        },
     ];
     enter_fair_namespace()?;
     let bundle = Bundle::new(&lucid, "bench", &["/bin/true"])?;
@@ -89,7 +131,14 @@ fn enter_fair_namespace() -> Result<()> {
             bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
         }
         let root = c"/";
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             bail!("making / private: {}", std::io::Error::last_os_error());
         }
     }
@@ -100,10 +149,22 @@ fn enter_fair_namespace() -> Result<()> {
         let source = std::ffi::CString::new(empty.as_os_str().as_encoded_bytes())?;
         let target = std::ffi::CString::new(controllers.as_os_str().as_encoded_bytes())?;
         // SAFETY: valid C strings; a bind mount in our private namespace.
-        let ret = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) };
+        let ret = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
         let _ = std::fs::remove_file(&empty);
         if ret != 0 {
-            bail!("binding over {}: {}", controllers.display(), std::io::Error::last_os_error());
+            bail!(
+                "binding over {}: {}",
+                controllers.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())
@@ -135,7 +196,14 @@ fn one_round(c: &Contender, root: &Path, bundle: &Bundle, id: &str) -> Result<Sa
     let root = root.as_os_str().to_owned();
     let arg = |a: &str| OsString::from(a);
     let steps: [Vec<OsString>; 3] = [
-        vec![arg("--root"), root.clone(), arg("create"), arg("--bundle"), arg(bundle.arg()), arg(id)],
+        vec![
+            arg("--root"),
+            root.clone(),
+            arg("create"),
+            arg("--bundle"),
+            arg(bundle.arg()),
+            arg(id),
+        ],
         vec![arg("--root"), root.clone(), arg("start"), arg(id)],
         vec![arg("--root"), root, arg("delete"), arg("--force"), arg(id)],
     ];
@@ -149,13 +217,26 @@ fn one_round(c: &Contender, root: &Path, bundle: &Bundle, id: &str) -> Result<Sa
         wall += time;
         peak = peak.max(rss);
     }
-    Ok(Sample { wall, peak_rss_kib: peak })
+    Ok(Sample {
+        wall,
+        peak_rss_kib: peak,
+    })
 }
 
-fn interleave(contenders: &[Contender], bundle: &Bundle, rounds: usize) -> Result<Vec<Vec<Sample>>> {
+fn interleave(
+    contenders: &[Contender],
+    bundle: &Bundle,
+    rounds: usize,
+) -> Result<Vec<Vec<Sample>>> {
     let roots: Vec<PathBuf> = contenders
         .iter()
-        .map(|c| std::env::temp_dir().join(format!("lucid-bench-root-{}-{}", c.name, std::process::id())))
+        .map(|c| {
+            std::env::temp_dir().join(format!(
+                "lucid-bench-root-{}-{}",
+                c.name,
+                std::process::id()
+            ))
+        })
         .collect();
     let mut results: Vec<Vec<Sample>> = contenders.iter().map(|_| Vec::new()).collect();
     const WARM_UP: usize = 3;
@@ -164,7 +245,7 @@ fn interleave(contenders: &[Contender], bundle: &Bundle, rounds: usize) -> Resul
         for k in 0..contenders.len() {
             // Rotate who goes first, so no runtime always runs on a cold cache.
             let i = (round + k) % contenders.len();
-            let id = format!("bench-{}-{round}", contenders[i].name);
+            let id = format!("bench-{}-{round}", contenders[i].slug());
             let sample = one_round(&contenders[i], &roots[i], bundle, &id)?;
             if round >= WARM_UP {
                 results[i].push(sample);
@@ -188,9 +269,17 @@ fn report(contenders: &[Contender], results: &[Vec<Sample>], rounds: usize) {
         .map(|samples| {
             let mut ms: Vec<f64> = samples.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect();
             ms.sort_by(f64::total_cmp);
-            let mut rss: Vec<f64> = samples.iter().map(|s| s.peak_rss_kib as f64 / 1024.0).collect();
+            let mut rss: Vec<f64> = samples
+                .iter()
+                .map(|s| s.peak_rss_kib as f64 / 1024.0)
+                .collect();
             rss.sort_by(f64::total_cmp);
-            (percentile(&ms, 0.5), percentile(&ms, 0.1), percentile(&ms, 0.9), percentile(&rss, 0.5))
+            (
+                percentile(&ms, 0.5),
+                percentile(&ms, 0.1),
+                percentile(&ms, 0.9),
+                percentile(&rss, 0.5),
+            )
         })
         .collect();
     let crun = contenders
@@ -198,9 +287,15 @@ fn report(contenders: &[Contender], results: &[Vec<Sample>], rounds: usize) {
         .position(|c| c.name == "crun")
         .map(|i| stats[i].0);
     println!("\ncreate + start + delete of busybox /bin/true, {rounds} interleaved rounds (after 3 warm-up rounds)");
-    println!("{:<24} {:>10} {:>10} {:>10} {:>10} {:>14}", "runtime", "median ms", "p10 ms", "p90 ms", "vs crun", "peak RSS MiB");
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "runtime", "median ms", "p10 ms", "p90 ms", "vs crun", "peak RSS MiB"
+    );
     for (c, (median, p10, p90, rss)) in contenders.iter().zip(&stats) {
         let ratio = crun.map_or("-".to_owned(), |base| format!("{:.2}x", median / base));
-        println!("{:<24} {median:>10.1} {p10:>10.1} {p90:>10.1} {ratio:>10} {rss:>14.1}", c.name);
+        println!(
+            "{:<24} {median:>10.1} {p10:>10.1} {p90:>10.1} {ratio:>10} {rss:>14.1}",
+            c.name
+        );
     }
 }

@@ -33,7 +33,11 @@ impl Bundle {
             std::fs::create_dir_all(rootfs.join(sub))?;
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-        let status = Command::new(lucid).arg("spec").arg("--bundle").arg(&dir).status()?;
+        let status = Command::new(lucid)
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&dir)
+            .status()?;
         anyhow::ensure!(status.success(), "lucid spec failed");
         let path = dir.join("config.json");
         let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;

@@ -9,7 +9,17 @@ pub fn run() -> Result<()> {
     shell::require_root("the integration tests")?;
     setup::run()?;
     shell::run("cargo", &["fmt", "--all", "--check"])?;
-    shell::run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    shell::run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     // The integration tests run the lucid binary built here.
     shell::run("cargo", &["build", "--workspace", "--bins"])?;
     shell::run("cargo", &["test", "--workspace", "--no-fail-fast"])?;

@@ -84,7 +84,11 @@ fn demo(bin: &Path, root: &Path, bundle: &Bundle) -> Result<()> {
 
 fn wait_stopped(bin: &Path, root: &Path, id: &str) -> Result<()> {
     for _ in 0..500 {
-        let out = Command::new(bin).arg("--root").arg(root).args(["state", id]).output()?;
+        let out = Command::new(bin)
+            .arg("--root")
+            .arg(root)
+            .args(["state", id])
+            .output()?;
         let state: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         if state["status"] == "stopped" {
             return Ok(());

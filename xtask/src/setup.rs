@@ -10,7 +10,13 @@ use crate::shell;
 
 /// Debian packages: libseccomp for seccomp, busybox-static for test
 /// rootfses, runc and crun as benchmark peers.
-pub const APT_PACKAGES: &[&str] = &["libseccomp-dev", "pkg-config", "busybox-static", "runc", "crun"];
+pub const APT_PACKAGES: &[&str] = &[
+    "libseccomp-dev",
+    "pkg-config",
+    "busybox-static",
+    "runc",
+    "crun",
+];
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
