@@ -147,33 +147,24 @@ impl Bpf {
         }
     }
 
-    /// What eBPF counted for the container with key `key` and cgroup `cgroup_id`.
-    pub fn container(
-        &mut self,
-        key: &str,
-        cgroup_id: u64,
-        errors: &mut BpfErrors,
-    ) -> Option<ContainerBpf> {
-        let programs = self.programs.as_ref()?;
-        let read = programs
-            .container_stats(cgroup_id)
-            .and_then(|stats| Ok((stats, programs.syscalls(cgroup_id)?)));
-        match read {
-            Ok((stats, rows)) => {
-                let named = self.named.entry(key.to_owned()).or_default();
-                Some(ContainerBpf {
-                    stats,
-                    syscalls: bound_series(named, self.top_n, rows),
-                })
-            }
-            // Unregistered between the listing and this read.
-            Err(lucid_ebpf::Error::NotRegistered(_)) => None,
-            Err(e) => {
-                log::warn!("reading eBPF counters of cgroup {cgroup_id}: {e}");
-                errors.read += 1;
-                None
-            }
-        }
+    /// The open programs, to read containers' counters from several threads.
+    pub fn programs(&self) -> Option<&Programs> {
+        self.programs.as_ref()
+    }
+
+    /// Syscall series per container before `other`.
+    pub fn top_n(&self) -> usize {
+        self.top_n
+    }
+
+    /// Takes the container's named syscalls out, to bound its series on another thread.
+    pub fn take_named(&mut self, key: &str) -> Vec<u32> {
+        self.named.remove(key).unwrap_or_default()
+    }
+
+    /// Puts the container's named syscalls back after the scrape.
+    pub fn put_named(&mut self, key: String, named: Vec<u32>) {
+        self.named.insert(key, named);
     }
 
     /// Forgets the syscall series of containers whose keys are not in `present`.
@@ -217,6 +208,28 @@ impl Bpf {
             stats_enabled,
             programs: run_times,
         }
+    }
+}
+
+/// What eBPF counted for the container with cgroup `cgroup_id`, its syscall
+/// series bounded with its `named` syscalls; `Ok(None)` when it is not registered.
+pub fn read_container(
+    programs: &Programs,
+    cgroup_id: u64,
+    named: &mut Vec<u32>,
+    top_n: usize,
+) -> Result<Option<ContainerBpf>, lucid_ebpf::Error> {
+    let read = programs
+        .container_stats(cgroup_id)
+        .and_then(|stats| Ok((stats, programs.syscalls(cgroup_id)?)));
+    match read {
+        Ok((stats, rows)) => Ok(Some(ContainerBpf {
+            stats,
+            syscalls: bound_series(named, top_n, rows),
+        })),
+        // Unregistered between the listing and this read.
+        Err(lucid_ebpf::Error::NotRegistered(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

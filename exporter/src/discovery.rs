@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lucid::cgroups::Hierarchy;
@@ -18,7 +18,7 @@ use lucid::process::PhaseTiming;
 use lucid::state::{self, StateError, STATE_FILE};
 
 use crate::labels::ContainerLabels;
-use crate::resources::CgroupFiles;
+use crate::resources::{CgroupFiles, OpenFiles};
 
 /// What the exporter knows of one container.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub struct Container {
     pub id: String,
     /// Its labels.
     pub labels: ContainerLabels,
+    /// The labels rendered for the text format, once.
+    pub label_text: String,
     /// When `create` began.
     pub created: SystemTime,
     /// `created` as the runtime wrote it (with the ID, identifies this container
@@ -34,6 +36,8 @@ pub struct Container {
     pub created_text: String,
     /// Where its resource figures are read.
     pub cgroup: CgroupFiles,
+    /// Its cgroup files, open between scrapes (one scrape thread at a time uses them).
+    pub open_files: Mutex<OpenFiles>,
     /// Its v2 cgroup id, the key of its eBPF counters.
     pub cgroup_id: Option<u64>,
     /// The set-up phases the init process measured.
@@ -185,11 +189,14 @@ impl Inventory {
 
     fn container_of(&self, st: state::ContainerState) -> Container {
         let created = humantime::parse_rfc3339(&st.created).unwrap_or(UNIX_EPOCH);
+        let labels = ContainerLabels::from_annotations(&st.id, &st.annotations);
         Container {
-            labels: ContainerLabels::from_annotations(&st.id, &st.annotations),
+            label_text: labels.render(),
+            labels,
             created,
             created_text: st.created,
             cgroup: CgroupFiles::resolve(&st.cgroup, &self.hierarchies),
+            open_files: Mutex::default(),
             cgroup_id: st.cgroup.unified_id,
             phases: st.phases,
             id: st.id,

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 
-use prometheus::proto::LabelPair;
-
-use crate::metrics::{label_pairs, CONTAINER_LABELS};
+use crate::metrics::{render_labels, CONTAINER_LABELS};
 
 /// Annotations naming the container, first found wins: containerd's CRI plugin,
 /// CRI-O, nerdctl, and `lucid.name` (podman passes no name to the runtime:
@@ -98,14 +96,14 @@ impl ContainerLabels {
         ]
     }
 
-    /// The label pairs, plus `extra` (name, value) pairs after them.
-    pub fn pairs(&self, extra: &[(&str, &str)]) -> Vec<LabelPair> {
-        let mut pairs = label_pairs(CONTAINER_LABELS, &self.values());
-        if !extra.is_empty() {
-            let (names, values): (Vec<&str>, Vec<&str>) = extra.iter().copied().unzip();
-            pairs.extend(label_pairs(&names, &values));
-        }
-        pairs
+    /// The labels as the text format writes them (`container_id="…",name="…",…`).
+    pub fn render(&self) -> String {
+        let pairs: Vec<(&str, &str)> = CONTAINER_LABELS
+            .iter()
+            .copied()
+            .zip(self.values())
+            .collect();
+        render_labels(&pairs)
     }
 }
 

@@ -191,9 +191,11 @@ mod tests {
         Arc::new(Container {
             id: id.into(),
             labels: ContainerLabels::from_annotations(id, &Default::default()),
+            label_text: String::new(),
             created: UNIX_EPOCH + Duration::from_secs(created_s),
             created_text: format!("t{created_s}"),
             cgroup: Default::default(),
+            open_files: Default::default(),
             cgroup_id: None,
             phases: phases
                 .iter()

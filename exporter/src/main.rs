@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
              leave the flag out (the runtime keeps its spans in its spool)"
         );
     }
+    raise_open_file_limit();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let settings = ScrapeSettings {
         root: flags.root.clone(),
@@ -100,6 +101,29 @@ fn main() -> anyhow::Result<()> {
         log::info!("stopped");
         Ok(())
     })
+}
+
+/// Cgroup files stay open between scrapes (about 9 per container): lift the soft
+/// descriptor limit to the hard one. Needs no privilege; past the limit, files are
+/// opened and closed at each scrape instead.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!(
+                    "raising the open file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

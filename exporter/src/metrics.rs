@@ -1,11 +1,12 @@
 //! The one list of every metric the exporter serves ([`METRICS`]), which
-//! `docs/metrics.md` is checked against, and the builder that turns samples
-//! into Prometheus metric families at scrape time.
+//! `docs/metrics.md` is checked against, and the writer that puts per-container
+//! samples straight into the text exposition format at scrape time (building
+//! `prometheus` protobuf families for 20,000 series and encoding them cost
+//! more than the whole collection; the exporter's own counters and histograms
+//! stay `prometheus` crate metrics).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
-
-use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 /// A Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,14 +26,6 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
-        }
-    }
-
-    fn proto(self) -> MetricType {
-        match self {
-            Kind::Counter => MetricType::COUNTER,
-            Kind::Gauge => MetricType::GAUGE,
-            Kind::Histogram => MetricType::HISTOGRAM,
         }
     }
 }
@@ -240,124 +233,155 @@ pub fn def(name: &str) -> &'static MetricDef {
     }
 }
 
-/// Label pairs for `names` and `values` (same length).
-pub fn label_pairs(names: &[&str], values: &[&str]) -> Vec<LabelPair> {
-    names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| {
-            let mut pair = LabelPair::default();
-            pair.set_name((*n).to_owned());
-            pair.set_value((*v).to_owned());
-            pair
-        })
-        .collect()
+/// Renders label pairs as the text format writes them between braces: `a="x",b="y"`.
+pub fn render_labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        for ch in value.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out
 }
 
-/// Samples gathered during one scrape, grouped into families in [`METRICS`] order.
-pub struct Families {
-    families: Vec<Option<MetricFamily>>,
+/// Labels rendered once, plus one more pair: `base,name="value"`.
+pub fn with_label(base: &str, name: &str, value: &str) -> String {
+    let extra = render_labels(&[(name, value)]);
+    if base.is_empty() {
+        extra
+    } else {
+        format!("{base},{extra}")
+    }
 }
 
-impl Default for Families {
+fn push_value(out: &mut String, v: f64) {
+    use std::fmt::Write as _;
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Samples gathered during one scrape, written straight in the text exposition
+/// format, one buffer per metric of [`METRICS`] so each family stays together.
+pub struct Exposition {
+    bodies: Vec<String>,
+}
+
+impl Default for Exposition {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Families {
+impl Exposition {
     /// No samples yet.
     pub fn new() -> Self {
-        Families {
-            families: vec![None; METRICS.len()],
+        Exposition {
+            bodies: vec![String::new(); METRICS.len()],
         }
     }
 
-    fn family(&mut self, name: &str) -> &mut MetricFamily {
-        let i = INDEX[name];
-        self.families[i].get_or_insert_with(|| {
-            let def = &METRICS[i];
-            let mut family = MetricFamily::default();
-            family.set_name(def.name.to_owned());
-            family.set_help(def.help.to_owned());
-            family.set_field_type(def.kind.proto());
-            family
-        })
+    fn body(&mut self, name: &str) -> &mut String {
+        let i = INDEX
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("metric {name} is not in METRICS"));
+        &mut self.bodies[i]
     }
 
-    /// Adds a counter or gauge sample (its type is the one [`METRICS`] gives).
-    pub fn value(&mut self, name: &str, labels: Vec<LabelPair>, value: f64) {
-        debug_assert_eq!(
-            labels.len(),
-            def(name).labels.len(),
-            "labels of {name} do not match METRICS"
-        );
-        let mut metric = proto::Metric::default();
-        metric.set_label(labels);
-        match def(name).kind {
-            Kind::Counter => {
-                let mut c = proto::Counter::default();
-                c.set_value(value);
-                metric.set_counter(c);
-            }
-            Kind::Gauge => {
-                let mut g = proto::Gauge::default();
-                g.set_value(value);
-                metric.set_gauge(g);
-            }
-            Kind::Histogram => panic!("{name} is a histogram: use Families::histogram"),
+    fn line(out: &mut String, name: &str, suffix: &str, labels: &str, v: f64) {
+        out.push_str(name);
+        out.push_str(suffix);
+        if !labels.is_empty() {
+            out.push('{');
+            out.push_str(labels);
+            out.push('}');
         }
-        self.family(name).mut_metric().push(metric);
+        out.push(' ');
+        push_value(out, v);
+        out.push('\n');
     }
 
-    /// Adds a histogram sample: `buckets` are (upper bound, cumulative count) in order,
+    /// Adds a counter or gauge sample; `labels` as [`render_labels`] makes them.
+    pub fn value(&mut self, name: &str, labels: &str, value: f64) {
+        debug_assert_ne!(def(name).kind, Kind::Histogram, "{name} is a histogram");
+        Self::line(self.body(name), name, "", labels, value);
+    }
+
+    /// Adds a histogram: `buckets` are (upper bound, cumulative count) in order,
     /// without `+Inf`, which is `count`.
     pub fn histogram(
         &mut self,
         name: &str,
-        labels: Vec<LabelPair>,
+        labels: &str,
         buckets: &[(f64, u64)],
         count: u64,
         sum: f64,
     ) {
-        debug_assert_eq!(def(name).kind, Kind::Histogram);
-        let mut h = proto::Histogram::default();
-        h.set_sample_count(count);
-        h.set_sample_sum(sum);
-        h.set_bucket(
-            buckets
-                .iter()
-                .map(|&(upper, cumulative)| {
-                    let mut b = proto::Bucket::default();
-                    b.set_upper_bound(upper);
-                    b.set_cumulative_count(cumulative);
-                    b
-                })
-                .collect(),
-        );
-        let mut metric = proto::Metric::default();
-        metric.set_label(labels);
-        metric.set_histogram(h);
-        self.family(name).mut_metric().push(metric);
+        debug_assert_eq!(def(name).kind, Kind::Histogram, "{name} is not a histogram");
+        let out = self.body(name);
+        let mut le = String::new();
+        for &(upper, cumulative) in buckets
+            .iter()
+            .chain(std::iter::once(&(f64::INFINITY, count)))
+        {
+            le.clear();
+            push_value(&mut le, upper);
+            Self::line(
+                out,
+                name,
+                "_bucket",
+                &with_label(labels, "le", &le),
+                cumulative as f64,
+            );
+        }
+        Self::line(out, name, "_sum", labels, sum);
+        Self::line(out, name, "_count", labels, count as f64);
     }
 
-    /// Adds families gathered elsewhere (the registry of the exporter's own metrics).
-    pub fn extend(&mut self, gathered: Vec<MetricFamily>) {
-        for family in gathered {
-            let Some(&i) = INDEX.get(family.name()) else {
-                // Only metrics of the list are ever registered; see `SelfMetrics::new`.
-                continue;
-            };
-            match &mut self.families[i] {
-                Some(existing) => existing.mut_metric().extend(family.get_metric().to_vec()),
-                slot @ None => *slot = Some(family),
-            }
+    /// Appends another exposition's samples (gathered on another thread).
+    pub fn merge(&mut self, other: Exposition) {
+        for (mine, theirs) in self.bodies.iter_mut().zip(other.bodies) {
+            mine.push_str(&theirs);
         }
     }
 
-    /// The families with at least one sample, in [`METRICS`] order.
-    pub fn into_families(self) -> Vec<MetricFamily> {
-        self.families.into_iter().flatten().collect()
+    /// The text: each family with samples, `# HELP` and `# TYPE` first, in [`METRICS`] order.
+    pub fn finish(self) -> String {
+        let mut out =
+            String::with_capacity(self.bodies.iter().map(String::len).sum::<usize>() + 8192);
+        for (def, body) in METRICS.iter().zip(self.bodies) {
+            if body.is_empty() {
+                continue;
+            }
+            out.push_str("# HELP ");
+            out.push_str(def.name);
+            out.push(' ');
+            out.push_str(&def.help.replace('\\', "\\\\").replace('\n', "\\n"));
+            out.push_str("\n# TYPE ");
+            out.push_str(def.name);
+            out.push(' ');
+            out.push_str(def.kind.as_str());
+            out.push('\n');
+            out.push_str(&body);
+        }
+        out
     }
 }
 
@@ -390,17 +414,52 @@ mod tests {
     }
 
     #[test]
-    fn families_come_out_in_list_order_with_their_type() {
-        let mut f = Families::new();
-        f.value("lucid_exporter_containers_tracked", vec![], 3.0);
-        f.value(
+    fn families_come_out_grouped_in_list_order_with_help_and_type() {
+        let mut a = Exposition::new();
+        a.value("lucid_ebpf_up", "", 1.0);
+        a.value(
             "container_memory_usage_bytes",
-            label_pairs(CONTAINER_LABELS, &["a", "a", "", "", "", ""]),
+            &render_labels(&[("container_id", "a")]),
             10.0,
         );
-        let out = f.into_families();
-        assert_eq!(out[0].name(), "container_memory_usage_bytes");
-        assert_eq!(out[0].get_field_type(), MetricType::GAUGE);
-        assert_eq!(out[1].name(), "lucid_exporter_containers_tracked");
+        let mut b = Exposition::new();
+        b.value(
+            "container_memory_usage_bytes",
+            &render_labels(&[("container_id", "b\"x")]),
+            0.5,
+        );
+        a.merge(b);
+        let text = a.finish();
+        let expected = "# HELP container_memory_usage_bytes Current memory usage in bytes, including all memory regardless of when it was accessed.\n\
+            # TYPE container_memory_usage_bytes gauge\n\
+            container_memory_usage_bytes{container_id=\"a\"} 10\n\
+            container_memory_usage_bytes{container_id=\"b\\\"x\"} 0.5\n";
+        assert!(text.starts_with(expected), "{text}");
+        assert!(
+            text.ends_with("# TYPE lucid_ebpf_up gauge\nlucid_ebpf_up 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_inf_sum_and_count() {
+        let mut e = Exposition::new();
+        e.histogram(
+            "lucid_container_syscall_duration_seconds",
+            "syscall=\"read\"",
+            &[(0.5, 1), (1.0, 3)],
+            4,
+            2.5,
+        );
+        let text = e.finish();
+        for line in [
+            "lucid_container_syscall_duration_seconds_bucket{syscall=\"read\",le=\"0.5\"} 1",
+            "lucid_container_syscall_duration_seconds_bucket{syscall=\"read\",le=\"1\"} 3",
+            "lucid_container_syscall_duration_seconds_bucket{syscall=\"read\",le=\"+Inf\"} 4",
+            "lucid_container_syscall_duration_seconds_sum{syscall=\"read\"} 2.5",
+            "lucid_container_syscall_duration_seconds_count{syscall=\"read\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

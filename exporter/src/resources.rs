@@ -2,7 +2,8 @@
 //! cAdvisor's meanings: where the container has a v1 controller's cgroup that is
 //! read, otherwise its v2 cgroup.
 
-use std::io::Read;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use lucid::cgroups::Hierarchy;
@@ -122,6 +123,14 @@ pub struct ResourceStats {
     pub threads_max: Option<u64>,
 }
 
+/// A container's cgroup files, kept open between scrapes: re-reading an open
+/// cgroup file from offset 0 makes the kernel generate it afresh, and costs a
+/// fraction of an open, read and close (docs/exporter.md has the numbers).
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    files: Vec<(PathBuf, File)>,
+}
+
 /// Reads cgroup files into one reused buffer.
 pub struct Reader {
     buf: Vec<u8>,
@@ -132,6 +141,25 @@ impl Default for Reader {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Reads `file` from offset 0 into `buf`.
+fn read_from_start(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    let mut len = 0;
+    loop {
+        if buf.len() < len + 4096 {
+            buf.resize(len + 8192, 0);
+        }
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        len += n;
+        // A cgroup file fills the buffer in one read up to its end: a short read is the end.
+        if n == 0 || len < buf.len() {
+            break;
+        }
+    }
+    buf.truncate(len);
+    Ok(())
 }
 
 /// The value of `key` in a flat-keyed file (`key value` lines).
@@ -155,12 +183,28 @@ impl Reader {
 
     /// The text of `dir/name`, `None` when the file does not exist while the
     /// directory does (a controller the host does not have).
-    fn file(&mut self, dir: &Path, name: &str) -> Result<Option<&str>, ResourceError> {
+    fn file(
+        &mut self,
+        open: &mut OpenFiles,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Option<&str>, ResourceError> {
         let path = dir.join(name);
-        self.buf.clear();
-        let result = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut self.buf));
+        let cached = open.files.iter().position(|(p, _)| *p == path);
+        let result = match cached {
+            Some(i) => read_from_start(&open.files[i].1, &mut self.buf),
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .and_then(|f| {
+                    read_from_start(&f, &mut self.buf)?;
+                    open.files.push((path.clone(), f));
+                    Ok(())
+                }),
+        };
         match result {
-            Ok(_) => std::str::from_utf8(&self.buf)
+            Ok(()) => std::str::from_utf8(&self.buf)
                 .map(Some)
                 .map_err(|e| ResourceError::Io {
                     path,
@@ -170,19 +214,44 @@ impl Reader {
                 if e.kind() == std::io::ErrorKind::NotFound
                     || e.raw_os_error() == Some(libc::ENODEV) =>
             {
+                if let Some(i) = cached {
+                    open.files.swap_remove(i);
+                }
                 if dir.exists() {
                     Ok(None)
                 } else {
                     Err(ResourceError::Gone(dir.to_path_buf()))
                 }
             }
+            // Out of descriptors: read without keeping the file open.
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) && cached.is_none() => {
+                let f = File::open(&path).map_err(|source| ResourceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                read_from_start(&f, &mut self.buf).map_err(|source| ResourceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                std::str::from_utf8(&self.buf)
+                    .map(Some)
+                    .map_err(|e| ResourceError::Io {
+                        path,
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    })
+            }
             Err(source) => Err(ResourceError::Io { path, source }),
         }
     }
 
-    fn number(&mut self, dir: &Path, name: &str) -> Result<Option<u64>, ResourceError> {
+    fn number(
+        &mut self,
+        open: &mut OpenFiles,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Option<u64>, ResourceError> {
         let path = dir.join(name);
-        match self.file(dir, name)? {
+        match self.file(open, dir, name)? {
             None => Ok(None),
             // `max` means no limit; cAdvisor reports 0 for it.
             Some(text) if text.trim() == "max" => Ok(Some(0)),
@@ -198,29 +267,38 @@ impl Reader {
     }
 
     /// Reads every figure of one container.
-    pub fn read(&mut self, files: &CgroupFiles) -> Result<ResourceStats, ResourceError> {
+    /// `open` keeps the container's files open for the next scrape.
+    pub fn read(
+        &mut self,
+        files: &CgroupFiles,
+        open: &mut OpenFiles,
+    ) -> Result<ResourceStats, ResourceError> {
         let mut s = ResourceStats::default();
         let unified = files.unified.as_deref();
 
-        if let Some(dir) = files.cpuacct.as_deref() {
-            s.cpu_usage = self.number(dir, "cpuacct.usage")?.map(|ns| ns as f64 / 1e9);
+        // The v2 cpu.stat has usage, user and system in one file, and exists for every v2
+        // cgroup (also on hybrid hosts, where it has no controller): cpuacct only without it.
+        if let (Some(dir), None) = (files.cpuacct.as_deref(), unified) {
+            s.cpu_usage = self
+                .number(open, dir, "cpuacct.usage")?
+                .map(|ns| ns as f64 / 1e9);
             let tck = self.clk_tck;
-            if let Some(text) = self.file(dir, "cpuacct.stat")? {
+            if let Some(text) = self.file(open, dir, "cpuacct.stat")? {
                 s.cpu_user = keyed(text, "user").map(|t| t as f64 / tck);
                 s.cpu_system = keyed(text, "system").map(|t| t as f64 / tck);
             }
         }
         if let Some(dir) = files.cpu.as_deref() {
-            if let Some(text) = self.file(dir, "cpu.stat")? {
+            if let Some(text) = self.file(open, dir, "cpu.stat")? {
                 s.cfs_periods = keyed(text, "nr_periods");
                 s.cfs_throttled_periods = keyed(text, "nr_throttled");
                 s.cfs_throttled = keyed(text, "throttled_time").map(|ns| ns as f64 / 1e9);
             }
         }
         if let Some(dir) = unified {
-            if let Some(text) = self.file(dir, "cpu.stat")? {
+            if let Some(text) = self.file(open, dir, "cpu.stat")? {
                 let usec = |key| keyed(text, key).map(|us| us as f64 / 1e6);
-                if files.cpuacct.is_none() {
+                {
                     s.cpu_usage = usec("usage_usec");
                     s.cpu_user = usec("user_usec");
                     s.cpu_system = usec("system_usec");
@@ -234,10 +312,10 @@ impl Reader {
         }
 
         if let Some(dir) = files.memory.as_deref() {
-            s.memory_usage = self.number(dir, "memory.usage_in_bytes")?;
-            s.memory_max_usage = self.number(dir, "memory.max_usage_in_bytes")?;
-            s.memory_failcnt = self.number(dir, "memory.failcnt")?;
-            if let Some(text) = self.file(dir, "memory.stat")? {
+            s.memory_usage = self.number(open, dir, "memory.usage_in_bytes")?;
+            s.memory_max_usage = self.number(open, dir, "memory.max_usage_in_bytes")?;
+            s.memory_failcnt = self.number(open, dir, "memory.failcnt")?;
+            if let Some(text) = self.file(open, dir, "memory.stat")? {
                 s.memory_rss = keyed(text, "total_rss");
                 s.memory_cache = keyed(text, "total_cache");
                 s.memory_mapped_file = keyed(text, "total_mapped_file");
@@ -246,13 +324,13 @@ impl Reader {
                 s.memory_working_set = s.memory_usage.map(|u| u.saturating_sub(inactive));
             }
         } else if let Some(dir) = unified {
-            s.memory_usage = self.number(dir, "memory.current")?;
-            s.memory_max_usage = self.number(dir, "memory.peak")?;
-            s.memory_swap = self.number(dir, "memory.swap.current")?;
-            if let Some(text) = self.file(dir, "memory.events")? {
+            s.memory_usage = self.number(open, dir, "memory.current")?;
+            s.memory_max_usage = self.number(open, dir, "memory.peak")?;
+            s.memory_swap = self.number(open, dir, "memory.swap.current")?;
+            if let Some(text) = self.file(open, dir, "memory.events")? {
                 s.memory_failcnt = keyed(text, "max");
             }
-            if let Some(text) = self.file(dir, "memory.stat")? {
+            if let Some(text) = self.file(open, dir, "memory.stat")? {
                 s.memory_rss = keyed(text, "anon");
                 s.memory_cache = keyed(text, "file");
                 s.memory_mapped_file = keyed(text, "file_mapped");
@@ -262,11 +340,11 @@ impl Reader {
         }
 
         if let Some(dir) = files.pids.as_deref().or(unified) {
-            s.threads = self.number(dir, "pids.current")?;
-            s.threads_max = self.number(dir, "pids.max")?;
+            s.threads = self.number(open, dir, "pids.current")?;
+            s.threads_max = self.number(open, dir, "pids.max")?;
         }
         if let Some(dir) = files.procs_dir() {
-            if let Some(text) = self.file(dir, "cgroup.procs")? {
+            if let Some(text) = self.file(open, dir, "cgroup.procs")? {
                 s.processes = Some(text.lines().filter(|l| !l.is_empty()).count() as u64);
             }
         }
@@ -353,7 +431,9 @@ mod tests {
             unified: Some(dir),
             ..Default::default()
         };
-        let s = Reader::new().read(&files).unwrap();
+        let s = Reader::new()
+            .read(&files, &mut OpenFiles::default())
+            .unwrap();
         assert_eq!(s.cpu_usage, Some(2.5));
         assert_eq!(s.cpu_user, Some(2.0));
         assert_eq!(s.cpu_system, Some(0.5));
@@ -413,7 +493,7 @@ mod tests {
         };
         let mut reader = Reader::new();
         let tck = reader.clk_tck;
-        let s = reader.read(&files).unwrap();
+        let s = reader.read(&files, &mut OpenFiles::default()).unwrap();
         assert_eq!(s.cpu_usage, Some(3.0));
         assert_eq!(s.cpu_user, Some(200.0 / tck));
         assert_eq!(s.cpu_system, Some(100.0 / tck));
@@ -434,7 +514,9 @@ mod tests {
             unified: Some(tmp.path().join("deleted")),
             ..Default::default()
         };
-        let err = Reader::new().read(&files).unwrap_err();
+        let err = Reader::new()
+            .read(&files, &mut OpenFiles::default())
+            .unwrap_err();
         assert!(matches!(err, ResourceError::Gone(_)), "{err}");
     }
 }

@@ -4,15 +4,16 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
 use std::time::Instant;
 
+use lucid_ebpf::Programs;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::bpf::{Bpf, BpfErrors, BpfHost, ContainerBpf};
+use crate::bpf::{read_container, Bpf, BpfErrors, BpfHost, ContainerBpf};
 use crate::discovery::{unix_seconds, Container, Inventory};
-use crate::labels::ContainerLabels;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{def, label_pairs, Families};
+use crate::metrics::{def, render_labels, with_label, Exposition};
 use crate::resources::{Reader, ResourceError, ResourceStats};
 
 /// Every kind of the `lucid_exporter_errors_total` counter, present from the start at 0.
@@ -158,25 +159,24 @@ impl Exporter {
     /// from a blocking thread.
     pub fn scrape(&self) -> String {
         let started = Instant::now();
-        let mut families = Families::new();
-        {
+        let mut text = {
             // A panic in an earlier scrape leaves nothing half-done that matters here.
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            self.collect(&mut state, &mut families);
-        }
-        families.extend(self.metrics.registry.gather());
-        let mut out = Vec::with_capacity(64 * 1024);
-        if let Err(e) = prometheus::TextEncoder::new().encode(&families.into_families(), &mut out) {
-            log::error!("encoding metrics: {e}");
+            self.collect(&mut state).finish()
+        };
+        let mut own = Vec::with_capacity(16 * 1024);
+        match prometheus::TextEncoder::new().encode(&self.metrics.registry.gather(), &mut own) {
+            // The text encoder writes UTF-8 only.
+            Ok(()) => text.push_str(&String::from_utf8_lossy(&own)),
+            Err(e) => log::error!("encoding the exporter's own metrics: {e}"),
         }
         self.metrics
             .scrape_duration
             .observe(started.elapsed().as_secs_f64());
-        // The text encoder writes UTF-8 only.
-        String::from_utf8(out).unwrap_or_default()
+        text
     }
 
-    fn collect(&self, state: &mut State, families: &mut Families) {
+    fn collect(&self, state: &mut State) -> Exposition {
         let scan = state.inventory.scan();
         self.metrics.error("state_corrupt", scan.corrupt);
         self.metrics.error("state_read", scan.unreadable);
@@ -187,104 +187,166 @@ impl Exporter {
             self.metrics.error("ledger", 1);
         }
 
-        let resources = read_resources(&mut state.readers, &containers);
-
         let mut bpf_errors = BpfErrors::default();
-        let registered = state.bpf.registered(&mut bpf_errors);
-        let mut bpf_of: Vec<Option<ContainerBpf>> = Vec::with_capacity(containers.len());
-        for c in &containers {
-            let read = match (c.cgroup_id, &registered) {
-                (Some(id), Some(set)) if set.contains(&id) => {
-                    state.bpf.container(&c.key(), id, &mut bpf_errors)
-                }
-                _ => None,
-            };
-            bpf_of.push(read);
-        }
+        let registered = state.bpf.registered(&mut bpf_errors).unwrap_or_default();
         let keys: Vec<String> = containers.iter().map(|c| c.key()).collect();
         state
             .bpf
             .retain(&keys.iter().map(String::as_str).collect::<HashSet<_>>());
+        let mut items: Vec<Item> = containers
+            .iter()
+            .zip(keys)
+            .map(|(c, key)| {
+                let watched = c.cgroup_id.filter(|id| registered.contains(id));
+                Item {
+                    named: watched.map(|_| state.bpf.take_named(&key)),
+                    container: c,
+                    key,
+                }
+            })
+            .collect();
+
+        let top_n = state.bpf.top_n();
+        let programs = state.bpf.programs();
+        let (mut out, counts) = collect_parallel(&mut state.readers, &mut items, programs, top_n);
+        for item in items {
+            if let Some(named) = item.named {
+                state.bpf.put_named(item.key, named);
+            }
+        }
+        bpf_errors.read += counts.ebpf_read;
+        self.metrics.error("cgroup_gone", counts.cgroup_gone);
+        self.metrics.error("cgroup_read", counts.cgroup_read);
+
         let host = state.bpf.host(&mut bpf_errors);
         self.metrics.error("ebpf_open", bpf_errors.open);
         self.metrics.error("ebpf_read", bpf_errors.read);
         self.metrics.error("bpf_stats", bpf_errors.stats);
-
-        for ((c, res), bpf) in containers.iter().zip(resources).zip(bpf_of) {
-            match res {
-                Ok(stats) => put_resources(families, c, &stats),
-                Err(ResourceError::Gone(dir)) => {
-                    log::debug!("container {}: cgroup {} is gone", c.id, dir.display());
-                    self.metrics.error("cgroup_gone", 1);
-                }
-                Err(e) => {
-                    log::warn!("container {}: {e}", c.id);
-                    self.metrics.error("cgroup_read", 1);
-                }
-            }
-            families.value(
-                "container_start_time_seconds",
-                c.labels.pairs(&[]),
-                unix_seconds(c.created),
-            );
-            if let Some(bpf) = bpf {
-                put_bpf(families, &c.labels, &bpf);
-            }
-        }
-        put_host(families, &host);
+        put_host(&mut out, &host);
+        out
     }
 }
 
-/// Reads every container's cgroup files, split over the readers' threads.
-fn read_resources(
+/// One container's work in a scrape.
+struct Item<'a> {
+    container: &'a Arc<Container>,
+    key: String,
+    /// Its named syscalls, when it is registered with eBPF.
+    named: Option<Vec<u32>>,
+}
+
+/// Errors counted by the collecting threads.
+#[derive(Default)]
+struct Counts {
+    cgroup_gone: u64,
+    cgroup_read: u64,
+    ebpf_read: u64,
+}
+
+/// Reads every container's cgroup and eBPF counters and writes its samples,
+/// the containers split over one thread per reader.
+fn collect_parallel(
     readers: &mut [Reader],
-    containers: &[Arc<Container>],
-) -> Vec<Result<ResourceStats, ResourceError>> {
-    if containers.is_empty() {
-        return Vec::new();
+    items: &mut [Item],
+    programs: Option<&Programs>,
+    top_n: usize,
+) -> (Exposition, Counts) {
+    let mut out = Exposition::new();
+    let mut counts = Counts::default();
+    if items.is_empty() {
+        return (out, counts);
     }
-    let chunk = containers.len().div_ceil(readers.len());
-    let mut results: Vec<Vec<Result<ResourceStats, ResourceError>>> = Vec::new();
+    let chunk = items.len().div_ceil(readers.len().max(1));
     std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        let mut readers = readers.iter_mut();
-        for (i, part) in containers.chunks(chunk).enumerate() {
-            let Some(reader) = readers.next() else { break };
-            let mut work =
-                move || -> Vec<_> { part.iter().map(|c| reader.read(&c.cgroup)).collect() };
-            if i == 0 {
-                // The calling thread takes the first part itself.
-                handles.push(None);
-                results.push(work());
-            } else {
-                handles.push(Some(scope.spawn(work)));
-            }
+        let mut parts = items.chunks_mut(chunk).zip(readers.iter_mut());
+        let first = parts.next();
+        let handles: Vec<_> = parts
+            .map(|(part, reader)| scope.spawn(move || collect_part(reader, part, programs, top_n)))
+            .collect();
+        if let Some((part, reader)) = first {
+            let (o, c) = collect_part(reader, part, programs, top_n);
+            out.merge(o);
+            counts.add(c);
         }
-        for handle in handles.into_iter().flatten() {
-            results.push(handle.join().unwrap_or_else(|_| {
-                vec![Err(ResourceError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other("a cgroup reader panicked"),
-                })]
-            }));
+        for handle in handles {
+            match handle.join() {
+                Ok((o, c)) => {
+                    out.merge(o);
+                    counts.add(c);
+                }
+                Err(_) => {
+                    log::error!(
+                        "a collecting thread panicked; its containers are missing from this scrape"
+                    );
+                    counts.cgroup_read += 1;
+                }
+            }
         }
     });
-    let mut flat: Vec<_> = results.into_iter().flatten().collect();
-    // Only a panicked reader could make this short; pad so the zip stays aligned.
-    while flat.len() < containers.len() {
-        flat.push(Err(ResourceError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other("a cgroup reader panicked"),
-        }));
-    }
-    flat
+    (out, counts)
 }
 
-fn put_resources(f: &mut Families, c: &Container, s: &ResourceStats) {
-    let l = &c.labels;
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.cgroup_gone += other.cgroup_gone;
+        self.cgroup_read += other.cgroup_read;
+        self.ebpf_read += other.ebpf_read;
+    }
+}
+
+fn collect_part(
+    reader: &mut Reader,
+    items: &mut [Item],
+    programs: Option<&Programs>,
+    top_n: usize,
+) -> (Exposition, Counts) {
+    let mut out = Exposition::new();
+    let mut counts = Counts::default();
+    for item in items {
+        let c = item.container;
+        let mut open = c.open_files.lock().unwrap_or_else(|p| p.into_inner());
+        let read = reader.read(&c.cgroup, &mut open);
+        drop(open);
+        match read {
+            Ok(stats) => put_resources(&mut out, c, &stats),
+            Err(ResourceError::Gone(dir)) => {
+                log::debug!("container {}: cgroup {} is gone", c.id, dir.display());
+                counts.cgroup_gone += 1;
+            }
+            Err(e) => {
+                log::warn!("container {}: {e}", c.id);
+                counts.cgroup_read += 1;
+            }
+        }
+        out.value(
+            "container_start_time_seconds",
+            &c.label_text,
+            unix_seconds(c.created),
+        );
+        if let (Some(named), Some(programs), Some(id)) =
+            (item.named.as_mut(), programs, c.cgroup_id)
+        {
+            match read_container(programs, id, named, top_n) {
+                Ok(Some(bpf)) => put_bpf(&mut out, &c.label_text, &bpf),
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!(
+                        "container {}: reading eBPF counters of cgroup {id}: {e}",
+                        c.id
+                    );
+                    counts.ebpf_read += 1;
+                }
+            }
+        }
+    }
+    (out, counts)
+}
+
+fn put_resources(f: &mut Exposition, c: &Container, s: &ResourceStats) {
+    let l = c.label_text.as_str();
     let mut put = |name: &str, v: Option<f64>| {
         if let Some(v) = v {
-            f.value(name, l.pairs(&[]), v);
+            f.value(name, l, v);
         }
     };
     let n = |v: Option<u64>| v.map(|x| x as f64);
@@ -313,13 +375,13 @@ fn put_resources(f: &mut Families, c: &Container, s: &ResourceStats) {
     if let Some(v) = s.cpu_usage {
         f.value(
             "container_cpu_usage_seconds_total",
-            l.pairs(&[("cpu", "total")]),
+            &with_label(l, "cpu", "total"),
             v,
         );
     }
 }
 
-fn put_bpf(f: &mut Families, l: &ContainerLabels, b: &ContainerBpf) {
+fn put_bpf(f: &mut Exposition, l: &str, b: &ContainerBpf) {
     let s = &b.stats;
     for (name, v) in [
         ("container_network_receive_bytes_total", s.rx_bytes),
@@ -331,25 +393,21 @@ fn put_bpf(f: &mut Families, l: &ContainerLabels, b: &ContainerBpf) {
         ("lucid_container_oom_kills_total", s.oom_kills),
         ("lucid_container_devices_denied_total", s.devices_denied),
     ] {
-        f.value(name, l.pairs(&[]), v as f64);
+        f.value(name, l, v as f64);
     }
     for sc in &b.syscalls {
-        let labels = l.pairs(&[("syscall", &sc.name)]);
-        f.value(
-            "lucid_container_syscalls_total",
-            labels.clone(),
-            sc.count as f64,
-        );
+        let labels = with_label(l, "syscall", &sc.name);
+        f.value("lucid_container_syscalls_total", &labels, sc.count as f64);
         f.value(
             "lucid_container_syscall_errors_total",
-            labels.clone(),
+            &labels,
             sc.errors as f64,
         );
         if let Some(h) = &sc.latency {
             let (buckets, count, sum) = latency_buckets(&h.buckets);
             f.histogram(
                 "lucid_container_syscall_duration_seconds",
-                labels,
+                &labels,
                 &buckets,
                 count,
                 sum,
@@ -377,17 +435,17 @@ pub fn latency_buckets(log2_ns: &[u64]) -> (Vec<(f64, u64)>, u64, f64) {
     (buckets, cumulative, sum)
 }
 
-fn put_host(f: &mut Families, host: &BpfHost) {
-    f.value("lucid_ebpf_up", vec![], if host.up { 1.0 } else { 0.0 });
+fn put_host(f: &mut Exposition, host: &BpfHost) {
+    f.value("lucid_ebpf_up", "", if host.up { 1.0 } else { 0.0 });
     f.value(
         "lucid_bpf_stats_enabled",
-        vec![],
+        "",
         if host.stats_enabled { 1.0 } else { 0.0 },
     );
     if let Some(h) = &host.health {
         f.value(
             "lucid_ebpf_events_dropped_total",
-            vec![],
+            "",
             h.events_dropped as f64,
         );
         for (reason, v) in LOST_REASONS.iter().zip([
@@ -399,19 +457,19 @@ fn put_host(f: &mut Families, host: &BpfHost) {
         ]) {
             f.value(
                 "lucid_ebpf_samples_lost_total",
-                label_pairs(&["reason"], &[reason]),
+                &render_labels(&[("reason", reason)]),
                 v as f64,
             );
         }
     }
     for p in &host.programs {
-        let labels = label_pairs(&["program"], &[&p.program]);
+        let labels = render_labels(&[("program", &p.program)]);
         f.value(
             "lucid_bpf_program_run_seconds_total",
-            labels.clone(),
+            &labels,
             p.run_time.as_secs_f64(),
         );
-        f.value("lucid_bpf_program_runs_total", labels, p.runs as f64);
+        f.value("lucid_bpf_program_runs_total", &labels, p.runs as f64);
     }
 }
 
