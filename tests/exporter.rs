@@ -144,23 +144,6 @@ impl PinRoot {
         let _ = lucid_ebpf::remove_pin_root(&path);
         PinRoot(path)
     }
-
-    /// Loads the programs and registers each container's v2 cgroup, as
-    /// `lucid create` will once it registers containers itself.
-    fn register(&self, rt: &Runtime, ids: &[&str]) -> lucid_ebpf::Programs {
-        let mut bpf = lucid_ebpf::Programs::open_or_load(&self.0).unwrap_or_else(|e| {
-            panic!("this test needs lucid's eBPF programs (root, BTF, bpffs): {e}")
-        });
-        for id in ids {
-            let unified = state_json(rt, id)["cgroup"]["unified"]
-                .as_str()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| panic!("container {id} has no v2 cgroup in its state"));
-            bpf.register(&unified, &lucid_ebpf::RegisterOptions::default())
-                .unwrap_or_else(|e| panic!("registering {}: {e}", unified.display()));
-        }
-        bpf
-    }
 }
 
 impl Drop for PinRoot {
@@ -190,7 +173,7 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn start(root: &Path, pins: &PinRoot, state_dir: &Path, extra: &[&str]) -> Self {
+    fn start(root: &Path, pin_root: &Path, state_dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let log = state_dir.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).expect("creating the exporter's log");
@@ -200,7 +183,7 @@ impl Exporter {
             .arg("--root")
             .arg(root)
             .arg("--bpf-pin-root")
-            .arg(&pins.0)
+            .arg(pin_root)
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--log-level", "debug"])
@@ -480,35 +463,33 @@ fn phases(rt: &Runtime, id: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Copies `binary` and the shared libraries it needs into `rootfs`, at their host paths.
-fn install_binary(rootfs: &Path, binary: &Path, dest: &str) {
-    std::fs::copy(binary, rootfs.join(dest.trim_start_matches('/'))).expect("copying the binary");
-    let ldd = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .expect("running ldd");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(PathBuf::from);
-        if let Some(lib) = path {
-            let target = rootfs.join(lib.strip_prefix("/").expect("absolute"));
-            std::fs::create_dir_all(target.parent().expect("a parent")).expect("making lib dirs");
-            std::fs::copy(&lib, &target).expect("copying a library");
-        }
-    }
-}
+const HELPER: &str = env!("CARGO_BIN_EXE_syscall-loop");
 
-/// A container that makes exactly `n` getppid calls once started, then waits.
-fn getppid_container(rt: &Runtime, id: &str, n: u64, annotations: Value) -> Bundle {
-    let mut bundle = Bundle::new(rt, id, &["/getppid", &n.to_string()]);
-    install_binary(
-        &bundle.rootfs(),
-        Path::new(env!("CARGO_BIN_EXE_lucid-test-getppid")),
-        "/getppid",
-    );
-    bundle.edit(|c| c["annotations"] = annotations);
+/// A container running the syscall-loop helper with `args` (the host's
+/// libraries bound read-only into the busybox rootfs), with `annotations`.
+fn helper_container(rt: &Runtime, id: &str, args: &[&str], annotations: Value) -> Bundle {
+    let mut argv = vec!["/syscall-loop"];
+    argv.extend_from_slice(args);
+    let mut bundle = Bundle::new(rt, id, &argv);
+    let rootfs = bundle.rootfs();
+    for dir in ["lib", "lib64"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("making lib dirs");
+    }
+    std::fs::write(rootfs.join("syscall-loop"), "").expect("a mount point for the helper");
+    bundle.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().expect("mounts");
+        for (source, destination) in [
+            ("/usr/lib", "/lib"),
+            ("/usr/lib64", "/lib64"),
+            (HELPER, "/syscall-loop"),
+        ] {
+            mounts.push(serde_json::json!({
+                "destination": destination, "type": "bind", "source": source,
+                "options": ["rbind", "ro"]
+            }));
+        }
+        c["annotations"] = annotations;
+    });
     bundle
 }
 
@@ -521,14 +502,15 @@ fn create(rt: &Runtime, bundle: &Bundle, id: &str) {
 #[test]
 fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts() {
     const N: u64 = 4321;
-    let pins = PinRoot::new("exporter-prom");
+    const BYTES: u64 = 100_000;
     let rt = Runtime::new();
     let web = lucid_tests::unique_id("web");
     let plain = lucid_tests::unique_id("plain");
-    let web_bundle = getppid_container(
+    let net = lucid_tests::unique_id("net");
+    let web_bundle = helper_container(
         &rt,
         &web,
-        N,
+        &[&N.to_string()],
         serde_json::json!({
             "io.kubernetes.cri.container-type": "container",
             "io.kubernetes.cri.container-name": "web",
@@ -538,14 +520,19 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
         }),
     );
     let plain_bundle = Bundle::new(&rt, &plain, &["sleep", "600"]);
-    create(&rt, &web_bundle, &web);
-    create(&rt, &plain_bundle, &plain);
-    let _bpf = pins.register(&rt, &[&web, &plain]);
-    rt.ok(&["start", &web]);
-    rt.ok(&["start", &plain]);
+    let net_bundle = helper_container(&rt, &net, &["tcp", &BYTES.to_string()], Value::Null);
+    // `lucid create` registers each container's cgroup with the eBPF programs.
+    for (bundle, id) in [
+        (&web_bundle, &web),
+        (&plain_bundle, &plain),
+        (&net_bundle, &net),
+    ] {
+        create(&rt, bundle, id);
+        rt.ok(&["start", id]);
+    }
 
     let state = tempfile::tempdir().expect("a state dir");
-    let exporter = Exporter::start(rt.root(), &pins, state.path(), &[]);
+    let exporter = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
     let mut prom = Prometheus::start(exporter.port);
 
     // The container made exactly N getppid calls: eBPF counts N, Prometheus stores N.
@@ -596,6 +583,23 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
             r#"{metric}{{container_id="{web}",pod="web-6f7d"}}"#
         ));
     }
+    // The net container sent BYTES over loopback to itself: both directions count them.
+    for metric in [
+        "container_network_transmit_bytes_total",
+        "container_network_receive_bytes_total",
+    ] {
+        let q = format!(r#"{metric}{{container_id="{net}"}}"#);
+        let bytes = wait_for(60, &q, || {
+            prom.query(&q)
+                .first()
+                .map(|(_, v)| *v)
+                .filter(|v| *v >= BYTES as f64)
+        });
+        assert!(
+            bytes < 2.0 * BYTES as f64 + 1e6,
+            "{metric} of {net}: {bytes}"
+        );
+    }
     let (_, procs) = prom.one(&format!(r#"container_processes{{container_id="{plain}"}}"#));
     assert_eq!(procs, 1.0, "processes of {plain}");
     // Without annotations: the name is the ID and there are no Kubernetes labels.
@@ -615,7 +619,7 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
 
     // Phase histograms: each created container counted once, sums match the recorded phases.
     let mut expected: BTreeMap<String, (u64, f64)> = BTreeMap::new();
-    for id in [&web, &plain] {
+    for id in [&web, &plain, &net] {
         for (name, d) in phases(&rt, id) {
             let e = expected.entry(name).or_default();
             e.0 += 1;
@@ -637,14 +641,13 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
         );
     }
     let (_, starts) = prom.one("lucid_container_start_duration_seconds_count");
-    assert_eq!(starts, 2.0);
+    assert_eq!(starts, 3.0);
     let (_, tracked) = prom.one("lucid_exporter_containers_tracked");
-    assert_eq!(tracked, 2.0);
+    assert_eq!(tracked, 3.0);
 }
 
 #[test]
 fn phase_histograms_count_each_container_once_across_exporter_restarts() {
-    let pins = PinRoot::new("exporter-once");
     let rt = Runtime::new();
     let ids: Vec<String> = (0..3).map(|_| lucid_tests::unique_id("once")).collect();
     let bundles: Vec<Bundle> = ids
@@ -677,7 +680,7 @@ fn phase_histograms_count_each_container_once_across_exporter_restarts() {
     create(&rt, &bundles[0], &ids[0]);
     create(&rt, &bundles[1], &ids[1]);
     {
-        let mut first = Exporter::start(rt.root(), &pins, state.path(), &[]);
+        let mut first = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
         for _ in 0..3 {
             assert_eq!(count(&first.metrics()), Some(2.0));
         }
@@ -685,7 +688,7 @@ fn phase_histograms_count_each_container_once_across_exporter_restarts() {
         assert!((s - recorded(&ids[0]) - recorded(&ids[1])).abs() < 1e-6);
     }
     // A restarted exporter does not count the two again; it counts a container created since.
-    let mut second = Exporter::start(rt.root(), &pins, state.path(), &[]);
+    let mut second = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
     assert_eq!(
         count(&second.metrics()),
         None,
@@ -698,7 +701,7 @@ fn phase_histograms_count_each_container_once_across_exporter_restarts() {
     drop(second);
     // Deleted containers leave the ledger, so it stays as small as the state root.
     rt.ok(&["delete", "--force", &ids[0]]);
-    let mut third = Exporter::start(rt.root(), &pins, state.path(), &[]);
+    let mut third = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
     third.metrics();
     let ledger: Vec<String> = serde_json::from_str(
         &std::fs::read_to_string(state.path().join("lifecycle-counted.json")).expect("the ledger"),
@@ -710,7 +713,7 @@ fn phase_histograms_count_each_container_once_across_exporter_restarts() {
         .all(|k| !k.starts_with(&format!("{}@", ids[0]))));
     // A fresh exporter state counts every container present.
     let fresh = tempfile::tempdir().expect("a state dir");
-    let mut fourth = Exporter::start(rt.root(), &pins, fresh.path(), &[]);
+    let mut fourth = Exporter::start(rt.root(), rt.pin_root(), fresh.path(), &[]);
     assert_eq!(count(&fourth.metrics()), Some(2.0));
 }
 
@@ -795,7 +798,6 @@ fn errors(text: &str, kind: &str) -> f64 {
 
 #[test]
 fn a_corrupt_state_file_and_a_vanished_cgroup_are_counted_and_the_rest_is_served() {
-    let pins = PinRoot::new("exporter-bad");
     let rt = Runtime::new();
     let real = lucid_tests::unique_id("real");
     let bundle = Bundle::new(&rt, &real, &["sleep", "600"]);
@@ -813,7 +815,7 @@ fn a_corrupt_state_file_and_a_vanished_cgroup_are_counted_and_the_rest_is_served
     .expect("writing");
 
     let state = tempfile::tempdir().expect("a state dir");
-    let mut exporter = Exporter::start(rt.root(), &pins, state.path(), &[]);
+    let mut exporter = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
     let text = exporter.metrics();
     assert_eq!(errors(&text, "state_corrupt"), 1.0);
     assert_eq!(
@@ -909,7 +911,7 @@ fn incomplete_or_older_version_pins_do_not_stop_the_exporter() {
             .join(format!("v{}/maps", lucid_ebpf::LAYOUT_VERSION)),
     )
     .expect("making a broken pin dir");
-    let mut exporter = Exporter::start(rt.root(), &broken, state.path(), &[]);
+    let mut exporter = Exporter::start(rt.root(), &broken.0, state.path(), &[]);
     let text = exporter.metrics();
     assert_eq!(value(&text, "lucid_ebpf_up", &[]), Some(0.0));
     assert!(errors(&text, "ebpf_open") >= 1.0);
@@ -932,7 +934,7 @@ fn incomplete_or_older_version_pins_do_not_stop_the_exporter() {
     for sub in ["maps", "progs", "links", "containers/12345"] {
         std::fs::create_dir_all(old_dir.join(sub)).expect("making old pin dirs");
     }
-    let mut exporter = Exporter::start(rt.root(), &older, state.path(), &[]);
+    let mut exporter = Exporter::start(rt.root(), &older.0, state.path(), &[]);
     let text = exporter.metrics();
     assert_eq!(
         value(&text, "lucid_ebpf_up", &[]),
@@ -949,7 +951,6 @@ fn incomplete_or_older_version_pins_do_not_stop_the_exporter() {
 
 #[test]
 fn a_scrape_storm_is_served_with_bounded_memory() {
-    let pins = PinRoot::new("exporter-storm");
     let rt = Runtime::new();
     let id = lucid_tests::unique_id("storm");
     let bundle = Bundle::new(&rt, &id, &["sleep", "600"]);
@@ -957,7 +958,7 @@ fn a_scrape_storm_is_served_with_bounded_memory() {
     let mut sim = Simulated::default();
     simulated(&rt, &id, "storm-sim", 100, &mut sim);
     let state = tempfile::tempdir().expect("a state dir");
-    let mut exporter = Exporter::start(rt.root(), &pins, state.path(), &[]);
+    let mut exporter = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
     exporter.metrics();
     let baseline = exporter.process.rss_kib();
 

@@ -51,6 +51,7 @@ pub struct Created {
 struct Cleanup<'a> {
     dir: Option<StateDir>,
     cgroup: Option<Cgroup>,
+    ebpf: Option<crate::ebpf::Registration>,
     spec: &'a Spec,
     pid: Option<i32>,
     bundle: PathBuf,
@@ -59,6 +60,7 @@ struct Cleanup<'a> {
 impl Cleanup<'_> {
     fn disarm(mut self) -> StateDir {
         self.cgroup = None;
+        self.ebpf = None;
         self.pid = None;
         self.dir
             .take()
@@ -80,6 +82,9 @@ impl Drop for Cleanup<'_> {
             if let Err(e) = cgroup.remove() {
                 log::warn!("removing the cgroups of {}: {e}", dir.id());
             }
+        }
+        if let Some(registration) = &self.ebpf {
+            crate::ebpf::detach(registration);
         }
         let id = dir.id().to_owned();
         if let Err(e) = dir.remove() {
@@ -115,6 +120,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// Creates the container; `sigmask` is the mask its process gets at exec.
 pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<Created> {
     crate::state::validate_id(&options.id)?;
+    crate::cgroups::check_placement_env()?;
     let bundle = absolute(&options.bundle)?;
     let spec = spec::load(&bundle)?;
     let checked = spec::validate(&spec, &bundle)?;
@@ -132,6 +138,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     let mut cleanup = Cleanup {
         dir: Some(dir),
         cgroup: None,
+        ebpf: None,
         spec: &spec,
         pid: None,
         bundle: bundle.clone(),
@@ -148,6 +155,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         annotations: spec.annotations().clone().unwrap_or_default(),
         init_start_time: 0,
         cgroup: Default::default(),
+        ebpf: None,
         own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
         phases: Vec::new(),
         config: spec.clone(),
@@ -160,6 +168,19 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     cleanup.cgroup = Some(cgroup.clone());
     cgroup.create(&spec)?;
     state.cgroup = cgroup.paths().clone();
+    // ebpf.attach: before any process exists, so the device filter (where
+    // it is the only one) is in place before the container could open a device.
+    let registration = crate::ebpf::attach(&crate::ebpf::AttachRequest {
+        state_root: root,
+        cgroup_dir: cgroup.paths().unified.as_deref(),
+        devices: cgroup
+            .device_filter_needed()
+            .then(|| crate::cgroups::devices::rules(&spec)),
+        syscall_latency: crate::ebpf::wants_latency(&state.annotations)?,
+    })?;
+    cleanup.ebpf = registration.clone();
+    state.ebpf = registration;
+    dir.write(&state)?;
     let fifo_path = dir.exec_fifo();
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;
