@@ -520,7 +520,14 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
         }),
     );
     let plain_bundle = Bundle::new(&rt, &plain, &["sleep", "600"]);
-    let net_bundle = helper_container(&rt, &net, &["tcp", &BYTES.to_string()], Value::Null);
+    let mut net_bundle = helper_container(&rt, &net, &["tcp", &BYTES.to_string()], Value::Null);
+    // The host's network namespace, whose loopback is up; only the container's sockets count.
+    net_bundle.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|ns| ns["type"] != "network");
+    });
     // `lucid create` registers each container's cgroup with the eBPF programs.
     for (bundle, id) in [
         (&web_bundle, &web),
