@@ -72,38 +72,3 @@ fn docs_metrics_md_lists_every_metric_with_its_type_and_labels() {
         problems.join("\n")
     );
 }
-
-/// Prints the table rows for METRICS (`cargo test -p lucid-exporter --test metrics_doc -- --ignored --nocapture`),
-/// a starting point when adding metrics to the doc.
-#[test]
-#[ignore = "prints doc rows; not a check"]
-fn print_doc_rows() {
-    for m in METRICS {
-        let labels = if m.labels.starts_with(CONTAINER_LABELS) {
-            let extra: Vec<String> = m.labels[CONTAINER_LABELS.len()..]
-                .iter()
-                .map(|l| format!("`{l}`"))
-                .collect();
-            std::iter::once("(container)".to_owned())
-                .chain(extra)
-                .collect::<Vec<_>>()
-                .join(", ")
-        } else if m.labels.is_empty() {
-            "-".to_owned()
-        } else {
-            m.labels
-                .iter()
-                .map(|l| format!("`{l}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        println!(
-            "| `{}` | {} | {} | {} | {} |",
-            m.name,
-            m.kind.as_str(),
-            labels,
-            m.help.replace('|', "\\|"),
-            m.source.replace('|', "\\|")
-        );
-    }
-}

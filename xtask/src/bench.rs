@@ -4,7 +4,8 @@
 //! runtime, rotating the order every round, and reports medians, the ratio to
 //! crun and peak RSS. Every runtime runs in the same private mount namespace,
 //! where /sys/fs/cgroup/unified/cgroup.controllers reads empty: Debian's crun
-//! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark.
+//! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark,
+//! `exporter` the scrape benchmark with 500 tracked containers.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -81,7 +82,25 @@ pub fn run(args: &[String]) -> Result<()> {
                 ],
             )
         }
-        other => bail!("unknown benchmark {other:?} (core, ebpf)"),
+        "exporter" => {
+            shell::require_root("the exporter benchmark")?;
+            setup::run()?;
+            shell::run(
+                "cargo",
+                &[
+                    "run",
+                    "--release",
+                    "-p",
+                    "lucid-exporter",
+                    "--example",
+                    "bench",
+                    "--",
+                    "--containers",
+                    "500",
+                ],
+            )
+        }
+        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter)"),
     }
 }
 
