@@ -8,8 +8,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::container;
+
+mod update;
 use crate::logging::LogFormat;
 use crate::telemetry::{self, Join};
+pub use update::{parse_size, UpdateArgs};
 
 /// lucid: an OCI container runtime that shows its work.
 #[derive(Debug, Parser)]
@@ -59,6 +62,15 @@ pub enum TraceFormat {
     /// A waterfall for the terminal.
     Text,
     /// The spans as JSON, for scripts.
+    Json,
+}
+
+/// `ps --format` and `syscalls --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TableFormat {
+    /// A table for people.
+    Table,
+    /// JSON.
     Json,
 }
 
@@ -152,6 +164,48 @@ pub enum Command {
         /// Also write the waterfall as an SVG picture to this file.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// The container ID.
+        id: String,
+    },
+    /// Suspend every process of a container.
+    Pause {
+        /// The container ID.
+        id: String,
+    },
+    /// Resume the processes of a paused container.
+    Resume {
+        /// The container ID.
+        id: String,
+    },
+    /// Change a running container's resource limits.
+    Update(Box<UpdateArgs>),
+    /// List the processes of a container.
+    Ps {
+        /// Output format: `ps` output, or a JSON list of pids.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: TableFormat,
+        /// The container ID.
+        id: String,
+        /// Arguments for ps (default `-ef`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Print a container's resource statistics and OOM kills as JSON events.
+    Events {
+        /// Print the statistics once and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print statistics.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// The container ID.
+        id: String,
+    },
+    /// Print the syscalls a container made (counted by eBPF), like strace -c.
+    Syscalls {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: TableFormat,
         /// The container ID.
         id: String,
     },
@@ -292,6 +346,59 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let text = match format {
                 TraceFormat::Text => telemetry::waterfall::text(&waterfall, terminal_width()),
                 TraceFormat::Json => format!("{}\n", serde_json::to_string_pretty(&waterfall)?),
+            };
+            print(&text)?;
+        }
+        Command::Pause { id } => {
+            telemetry::begin_command(&root, "pause", &id, Join::Saved);
+            container::pause::pause(&root, &id)
+                .with_context(|| format!("pausing container {id}"))?;
+        }
+        Command::Resume { id } => {
+            telemetry::begin_command(&root, "resume", &id, Join::Saved);
+            container::pause::resume(&root, &id)
+                .with_context(|| format!("resuming container {id}"))?;
+        }
+        Command::Update(args) => {
+            telemetry::begin_command(&root, "update", &args.id, Join::Saved);
+            let changes = update::changes(&args)?;
+            container::update::update(&root, &args.id, &changes)
+                .with_context(|| format!("updating container {}", args.id))?;
+        }
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = container::ps::pids(&root, &id)?;
+            let text = match format {
+                TableFormat::Json => format!("{}\n", serde_json::to_string(&pids)?),
+                TableFormat::Table => container::ps::table(&pids, &ps_args)?,
+            };
+            print(&text)?;
+        }
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            if stats {
+                print(&format!("{}\n", container::events::stats(&root, &id)?))?;
+            } else {
+                if interval.is_zero() {
+                    bail!("--interval must be longer than zero");
+                }
+                container::events::watch(&root, &id, interval, &mut std::io::stdout().lock())?;
+            }
+        }
+        Command::Syscalls { format, id } => {
+            let rows = container::syscalls::syscalls(&root, &id)?;
+            let text = match format {
+                TableFormat::Table => crate::ebpf::table(&rows),
+                TableFormat::Json => {
+                    let rows: Vec<crate::ebpf::SyscallJson> = rows.iter().map(Into::into).collect();
+                    format!("{}\n", serde_json::to_string(&rows)?)
+                }
             };
             print(&text)?;
         }

@@ -53,6 +53,7 @@ pub struct Created {
 struct Cleanup<'a> {
     dir: Option<StateDir>,
     cgroup: Option<Cgroup>,
+    ebpf: Option<crate::ebpf::Registration>,
     spec: &'a Spec,
     pid: Option<i32>,
     bundle: PathBuf,
@@ -61,6 +62,7 @@ struct Cleanup<'a> {
 impl Cleanup<'_> {
     fn disarm(mut self) -> StateDir {
         self.cgroup = None;
+        self.ebpf = None;
         self.pid = None;
         self.dir
             .take()
@@ -82,6 +84,9 @@ impl Drop for Cleanup<'_> {
             if let Err(e) = cgroup.remove() {
                 log::warn!("removing the cgroups of {}: {e}", dir.id());
             }
+        }
+        if let Some(registration) = &self.ebpf {
+            crate::ebpf::detach(registration);
         }
         let id = dir.id().to_owned();
         if let Err(e) = dir.remove() {
@@ -117,6 +122,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// Creates the container; `sigmask` is the mask its process gets at exec.
 pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<Created> {
     crate::state::validate_id(&options.id)?;
+    crate::cgroups::check_placement_env()?;
     let bundle = absolute(&options.bundle)?;
     let spec = step(info_span!("spec.load"), || spec::load(&bundle))?;
     let (checked, plan, joins) = step(info_span!("spec.validate"), || -> Result<_> {
@@ -145,6 +151,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     let mut cleanup = Cleanup {
         dir: None,
         cgroup: None,
+        ebpf: None,
         spec: &spec,
         pid: None,
         bundle: bundle.clone(),
@@ -160,6 +167,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         annotations: annotations.clone(),
         init_start_time: 0,
         cgroup: Default::default(),
+        ebpf: None,
         own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
         phases: Vec::new(),
         trace: telemetry::container_trace(),
@@ -179,6 +187,21 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     cleanup.cgroup = Some(cgroup.clone());
     step(info_span!("cgroup.create"), || cgroup.create(&spec))?;
     state.cgroup = cgroup.paths().clone();
+    // ebpf.attach: before any process exists, so the device filter (where
+    // it is the only one) is in place before the container could open a device.
+    let registration = step(info_span!("ebpf.attach"), || -> Result<_> {
+        Ok(crate::ebpf::attach(&crate::ebpf::AttachRequest {
+            state_root: root,
+            cgroup_dir: cgroup.paths().unified.as_deref(),
+            devices: cgroup
+                .device_filter_needed()
+                .then(|| crate::cgroups::devices::rules(&spec)),
+            syscall_latency: crate::ebpf::wants_latency(&state.annotations)?,
+        })?)
+    })?;
+    cleanup.ebpf = registration.clone();
+    state.ebpf = registration;
+    dir.write(&state)?;
     let cgroup_mounts = cgroup.mount_sources();
     let init = InitConfig {
         id: &options.id,

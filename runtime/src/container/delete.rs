@@ -59,6 +59,9 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
             // SAFETY: kill(2) has no memory effects; the pid is the container's
             // init process (same start time).
             unsafe { libc::kill(state.pid, libc::SIGKILL) };
+            if cgroup.is_frozen() {
+                cgroup.thaw()?;
+            }
             if !super::wait_for_exit(state.pid, state.init_start_time, KILL_TIMEOUT) {
                 log::warn!(
                     "init process {} of {} did not exit after SIGKILL",
@@ -68,9 +71,18 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
             }
         }
         // Without its own pid namespace, the container's other processes outlive init.
-        Ok(cgroup.signal_all(libc::SIGKILL)?)
+        cgroup.signal_all(libc::SIGKILL)?;
+        // A frozen process cannot die: thaw a paused container once it is signalled.
+        if cgroup.is_frozen() {
+            cgroup.thaw()?;
+        }
+        Ok(())
     })?;
     step(info_span!("cgroup.remove"), || cgroup.remove())?;
+    if let Some(registration) = &state.ebpf {
+        let _span = info_span!("ebpf.detach").entered();
+        crate::ebpf::detach(registration);
+    }
     step(info_span!("state.remove"), || dir.remove())?;
     let hook_state = HookState {
         oci_version: &state.oci_version,

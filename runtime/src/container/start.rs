@@ -52,7 +52,6 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     crate::telemetry::record_phases(&phases);
     result?;
     state.status = Status::Running;
-    state.phases.extend(phases);
     step(info_span!("state.write"), || dir.write(&state))?;
     let hook_state = HookState {
         oci_version: &state.oci_version,

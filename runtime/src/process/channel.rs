@@ -15,7 +15,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 /// A phase of set-up measured inside the init process (CLOCK_REALTIME), sent
 /// to the runtime, which turns it into a span.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseTiming {
     /// The phase's span name (`rootfs.mount`, `process.setup`, …).
     pub name: String,
@@ -122,15 +122,28 @@ pub enum RuntimeMessage {
     },
 }
 
-/// Errors on the sync channel.
+/// Errors on the sync channel. The cause is part of the message (not a
+/// `source`), so a report that walks the chain names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     /// The socket failed.
     #[error("sync channel: {0}")]
-    Io(#[from] nix::Error),
+    Io(nix::Error),
     /// A message could not be encoded or decoded.
     #[error("sync channel: bad message: {0}")]
-    Codec(#[from] serde_json::Error),
+    Codec(serde_json::Error),
+}
+
+impl From<nix::Error> for ChannelError {
+    fn from(e: nix::Error) -> Self {
+        ChannelError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for ChannelError {
+    fn from(e: serde_json::Error) -> Self {
+        ChannelError::Codec(e)
+    }
 }
 
 /// One end of the sync channel.

@@ -68,7 +68,11 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     } else {
         plan.direct_clone_flags()
     };
-    let cgroup_fd = request.cgroup.unified_fd();
+    let cgroup_fd = if crate::cgroups::placement_forced_to_procs() {
+        None
+    } else {
+        request.cgroup.unified_fd()
+    };
     request.init.close_now.push(ours.raw_fd());
     // SAFETY: the runtime is single-threaded: it starts no threads.
     let cloned = unsafe { clone_process(flags, cgroup_fd.as_ref().map(|fd| fd.as_fd())) }
@@ -93,6 +97,14 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         pids: vec![first_pid],
     };
     request.cgroup.place(first_pid.as_raw(), born_in_cgroup)?;
+    log::debug!(
+        "process {first_pid} placed {}",
+        if born_in_cgroup {
+            "in its v2 cgroup at birth (CLONE_INTO_CGROUP)"
+        } else {
+            "through cgroup.procs"
+        }
+    );
     let (pid, pidfd) = if intermediate {
         if plan.is_new(oci_spec::runtime::LinuxNamespaceType::User) {
             expect(&ours, first_pid, |m| {
@@ -122,10 +134,20 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     };
     (request.on_pid)(pid.as_raw());
     let phases = loop {
-        match ours.recv::<InitMessage>()? {
+        // A closed or reset channel means the init process died: say how.
+        let message = ours
+            .recv::<InitMessage>()
+            .map_err(|_| ProcessError::InitDied(exit_status(pid)))?;
+        match message {
             Some(InitMessage::RunCreateRuntimeHooks) => {
                 (request.runtime_hooks)(pid.as_raw())?;
-                ours.send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })?;
+                // A hook may have killed the init process: say so, not "broken pipe".
+                if ours
+                    .send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })
+                    .is_err()
+                {
+                    return Err(ProcessError::InitDied(exit_status(pid)));
+                }
             }
             Some(InitMessage::Ready { phases }) => {
                 crate::telemetry::record_phases(&phases);
@@ -221,7 +243,7 @@ fn write_id_maps(pid: Pid, spec: &oci_spec::runtime::Spec) -> Result<(), Process
         }
         let path = Path::new("/proc").join(pid.as_raw().to_string()).join(file);
         std::fs::write(&path, map_text(&mappings))
-            .map_err(|source| ProcessError::IdMap { path, source })?;
+            .map_err(|cause| ProcessError::IdMap { path, cause })?;
     }
     Ok(())
 }
