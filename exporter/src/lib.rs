@@ -6,10 +6,12 @@
 //! ([`bpf`]), feeds the lifecycle histograms from the phases each container
 //! recorded ([`lifecycle`]), and serves the lot over HTTP ([`server`]). Every
 //! metric is listed once, in [`metrics::METRICS`], which `docs/metrics.md`
-//! is checked against.
+//! is checked against. With an OTLP endpoint, it also ships the runtime's
+//! span spool there ([`forward`]).
 
 pub mod bpf;
 pub mod discovery;
+pub mod forward;
 pub mod labels;
 pub mod lifecycle;
 pub mod metrics;

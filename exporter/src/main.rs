@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 
+use lucid_exporter::forward::{self, target::Target, ForwardSettings, Forwarder};
 use lucid_exporter::{server, Exporter, ScrapeSettings};
 
 /// Prometheus metrics for every lucid container on this host.
@@ -28,9 +30,19 @@ struct Flags {
     /// Syscall series per container before the rest are summed into syscall="other".
     #[arg(long, default_value_t = 32, value_name = "N")]
     syscall_top_n: usize,
-    /// OTLP/HTTP endpoint to forward the runtime's spooled spans to.
+    /// OTLP endpoint to ship the runtime's spooled spans to (a base URL, as
+    /// OTEL_EXPORTER_OTLP_ENDPOINT); OTEL_EXPORTER_OTLP_* set the rest.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Spooled bytes merged into one export request at most [default: 1MiB].
+    #[arg(long, value_name = "BYTES")]
+    otlp_batch_bytes: Option<u64>,
+    /// Longest wait between export attempts [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    otlp_max_backoff: Option<Duration>,
+    /// How often the span spool is walked for new batches [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    spool_poll_interval: Option<Duration>,
     /// Log level: error, warn, info or debug.
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     log_level: log::LevelFilter,
@@ -60,12 +72,7 @@ fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     log::set_logger(&StderrLogger).context("installing the logger")?;
     log::set_max_level(flags.log_level);
-    if flags.otlp_endpoint.is_some() {
-        anyhow::bail!(
-            "--otlp-endpoint: span forwarding is not available in this build; \
-             leave the flag out (the runtime keeps its spans in its spool)"
-        );
-    }
+    let forwarding = forward_settings(&flags)?;
     raise_open_file_limit();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let settings = ScrapeSettings {
@@ -96,11 +103,85 @@ fn main() -> anyhow::Result<()> {
             listener.local_addr().unwrap_or(flags.listen),
             flags.root.display()
         );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let forwarder = match forwarding {
+            Some(settings) => {
+                let timeout = settings.target.timeout;
+                let forwarder = Forwarder::new(settings, exporter.self_metrics())
+                    .context("starting span forwarding")?;
+                log::info!(
+                    "shipping spooled spans under {}/@spool to {}",
+                    flags.root.display(),
+                    forwarder.endpoint()
+                );
+                Some((tokio::spawn(forwarder.run(stopped)), timeout))
+            }
+            None => None,
+        };
         let metrics = server::Metrics::new(exporter);
         server::serve(listener, metrics, shutdown_signal()).await;
+        let _ = stop.send(true);
+        if let Some((task, timeout)) = forwarder {
+            // A request in flight finishes and its batches are marked shipped,
+            // so that a restart does not send them again.
+            if tokio::time::timeout(timeout + Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                log::warn!("span forwarding did not stop in time");
+            }
+        }
         log::info!("stopped");
         Ok(())
     })
+}
+
+/// Forwarding settings from the flags and the `OTEL_EXPORTER_OTLP_*`
+/// variables; `None` when no endpoint is set. The tuning flags without an
+/// endpoint are refused rather than ignored.
+fn forward_settings(flags: &Flags) -> anyhow::Result<Option<ForwardSettings>> {
+    let target = Target::from_settings(flags.otlp_endpoint.as_deref(), |name| {
+        std::env::var(name).ok()
+    })?;
+    let Some(target) = target else {
+        for (given, flag) in [
+            (flags.otlp_batch_bytes.is_some(), "--otlp-batch-bytes"),
+            (flags.otlp_max_backoff.is_some(), "--otlp-max-backoff"),
+            (flags.spool_poll_interval.is_some(), "--spool-poll-interval"),
+        ] {
+            if given {
+                anyhow::bail!(
+                    "{flag} only applies to span forwarding: add --otlp-endpoint \
+                     (or set OTEL_EXPORTER_OTLP_ENDPOINT), or leave it out"
+                );
+            }
+        }
+        return Ok(None);
+    };
+    let positive = |d: Option<Duration>, default: Duration, flag: &str| match d {
+        Some(d) if d.is_zero() => Err(anyhow::anyhow!("{flag} must be longer than 0")),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    };
+    Ok(Some(ForwardSettings {
+        target,
+        root: flags.root.clone(),
+        batch_bytes: match flags.otlp_batch_bytes {
+            Some(0) => anyhow::bail!("--otlp-batch-bytes must be at least 1"),
+            Some(n) => n,
+            None => forward::DEFAULT_BATCH_BYTES,
+        },
+        poll_interval: positive(
+            flags.spool_poll_interval,
+            forward::DEFAULT_POLL_INTERVAL,
+            "--spool-poll-interval",
+        )?,
+        max_backoff: positive(
+            flags.otlp_max_backoff,
+            forward::DEFAULT_MAX_BACKOFF,
+            "--otlp-max-backoff",
+        )?,
+    }))
 }
 
 /// Cgroup files stay open between scrapes (about 9 per container): lift the soft

@@ -27,6 +27,7 @@ pub const ERROR_KINDS: &[&str] = &[
     "bpf_stats",
     "ledger",
     "spool_read",
+    "spool_write",
     "otlp_export",
     "http",
 ];
@@ -95,6 +96,11 @@ impl SelfMetrics {
         if n > 0 {
             self.errors.with_label_values(&[kind]).inc_by(n);
         }
+    }
+
+    /// The registry the exporter's own metrics are in (served after the scrape's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The count of errors of `kind` so far.

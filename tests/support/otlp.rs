@@ -2,13 +2,17 @@
 //! decodes each `POST /v1/traces` body (protobuf or JSON) into an
 //! `ExportTraceServiceRequest` with the OTLP protobuf types, answers 200, and
 //! keeps every span. It stops (and its thread ends) when dropped.
+//!
+//! [`ReservedPort`] holds a loopback port on which nothing listens yet
+//! (connections are refused), for a receiver that comes up later.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -25,6 +29,17 @@ pub enum Behaviour {
     Hang,
     /// Answer every request `404 Not Found` (not an OTLP endpoint).
     NotFound,
+    /// Answer the first `times` requests with `status` (and `Retry-After:
+    /// retry_after` seconds when given), without keeping their spans; then
+    /// accept as [`Behaviour::Accept`].
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` header's seconds.
+        retry_after: Option<u32>,
+        /// How many requests are refused.
+        times: usize,
+    },
 }
 
 /// A span as received, with the service name of its resource.
@@ -36,12 +51,20 @@ pub struct Received {
     pub service: String,
 }
 
+/// What the receiver saw, shared with its thread.
+#[derive(Default)]
+struct Seen {
+    spans: Mutex<Vec<Received>>,
+    requests: Mutex<Vec<String>>,
+    heads: Mutex<Vec<String>>,
+    arrivals: Mutex<Vec<Instant>>,
+}
+
 /// The receiver.
 pub struct Receiver {
     port: u16,
     stop: Arc<AtomicBool>,
-    spans: Arc<Mutex<Vec<Received>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Seen>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -49,22 +72,43 @@ impl Receiver {
     /// Starts a receiver on a free loopback port.
     pub fn start(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        Self::start_on(listener, behaviour)
+    }
+
+    /// Starts a receiver on `listener` (from [`ReservedPort::listen`]).
+    pub fn start_on(listener: TcpListener, behaviour: Behaviour) -> Self {
         let port = listener.local_addr().expect("a bound address").port();
         let stop = Arc::new(AtomicBool::new(false));
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Seen::default());
         let thread = {
-            let (stop, spans, requests) = (stop.clone(), spans.clone(), requests.clone());
+            let (stop, seen) = (stop.clone(), seen.clone());
             std::thread::spawn(move || {
                 let mut held = Vec::new();
+                let mut refused = 0;
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    seen.arrivals
+                        .lock()
+                        .expect("the receiver's lock")
+                        .push(Instant::now());
                     match behaviour {
                         Behaviour::Hang => held.push(stream),
-                        Behaviour::Accept => serve(stream, &spans, &requests),
+                        Behaviour::Accept => serve(stream, &seen, None),
+                        Behaviour::Refuse {
+                            status,
+                            retry_after,
+                            times,
+                        } => {
+                            if refused < times {
+                                refused += 1;
+                                serve(stream, &seen, Some((status, retry_after)));
+                            } else {
+                                serve(stream, &seen, None);
+                            }
+                        }
                         Behaviour::NotFound => {
                             let mut stream = stream;
                             let mut buf = [0u8; 65536];
@@ -81,8 +125,7 @@ impl Receiver {
         Receiver {
             port,
             stop,
-            spans,
-            requests,
+            seen,
             thread: Some(thread),
         }
     }
@@ -92,14 +135,32 @@ impl Receiver {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Every span received so far.
+    /// Every span received so far (not those of refused requests).
     pub fn spans(&self) -> Vec<Received> {
-        self.spans.lock().expect("the receiver's lock").clone()
+        self.seen.spans.lock().expect("the receiver's lock").clone()
     }
 
     /// The request lines and content types received (`POST /v1/traces application/x-protobuf`).
     pub fn requests(&self) -> Vec<String> {
-        self.requests.lock().expect("the receiver's lock").clone()
+        self.seen
+            .requests
+            .lock()
+            .expect("the receiver's lock")
+            .clone()
+    }
+
+    /// The request heads (request line and headers) received.
+    pub fn heads(&self) -> Vec<String> {
+        self.seen.heads.lock().expect("the receiver's lock").clone()
+    }
+
+    /// When each connection was accepted.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.seen
+            .arrivals
+            .lock()
+            .expect("the receiver's lock")
+            .clone()
     }
 }
 
@@ -114,7 +175,9 @@ impl Drop for Receiver {
     }
 }
 
-fn serve(mut stream: TcpStream, spans: &Mutex<Vec<Received>>, requests: &Mutex<Vec<String>>) {
+/// Reads one request; answers `refuse` (status, Retry-After) or, without it,
+/// decodes the spans and answers 200.
+fn serve(mut stream: TcpStream, seen: &Seen, refuse: Option<(u16, Option<u32>)>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
@@ -141,10 +204,26 @@ fn serve(mut stream: TcpStream, spans: &Mutex<Vec<Received>>, requests: &Mutex<V
     let body = &raw[head_end..head_end + length];
     let content_type = header(&head, "content-type").unwrap_or_default();
     let line = head.lines().next().unwrap_or_default().to_owned();
-    requests
+    seen.requests
         .lock()
         .expect("the receiver's lock")
         .push(format!("{line} {content_type}"));
+    seen.heads
+        .lock()
+        .expect("the receiver's lock")
+        .push(head.clone());
+    if let Some((status, retry_after)) = refuse {
+        let retry_after = retry_after
+            .map(|s| format!("Retry-After: {s}\r\n"))
+            .unwrap_or_default();
+        let _ = stream.write_all(
+            format!(
+                "HTTP/1.1 {status} Refused\r\n{retry_after}Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+            )
+            .as_bytes(),
+        );
+        return;
+    }
     let request = if content_type.contains("json") {
         serde_json::from_slice::<ExportTraceServiceRequest>(body).ok()
     } else {
@@ -152,7 +231,7 @@ fn serve(mut stream: TcpStream, spans: &Mutex<Vec<Received>>, requests: &Mutex<V
     };
     let (status, reply) = match request {
         Some(request) => {
-            let mut spans = spans.lock().expect("the receiver's lock");
+            let mut spans = seen.spans.lock().expect("the receiver's lock");
             spans.extend(flatten(&request));
             (
                 "200 OK",
@@ -176,6 +255,69 @@ fn header(head: &str, name: &str) -> Option<String> {
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim().to_owned())
+}
+
+/// A loopback port bound but not listening: connecting to it is refused
+/// until [`ReservedPort::listen`], and no other process can take it meanwhile.
+pub struct ReservedPort {
+    socket: OwnedFd,
+    port: u16,
+}
+
+impl Default for ReservedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReservedPort {
+    /// Binds a free loopback port.
+    pub fn new() -> Self {
+        // SAFETY: socket has no memory preconditions; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: addr is a valid sockaddr_in of the length passed.
+        let bound = unsafe {
+            libc::bind(
+                fd,
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        // SAFETY: addr and len describe a writable sockaddr_in.
+        let named = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(addr).cast(), &mut len) };
+        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+        ReservedPort {
+            socket,
+            port: u16::from_be(addr.sin_port),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts listening: connections are accepted from now on.
+    pub fn listen(self) -> TcpListener {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is a bound stream socket this value owns.
+        let listening = unsafe { libc::listen(self.socket.as_raw_fd(), 128) };
+        assert_eq!(listening, 0, "listen: {}", std::io::Error::last_os_error());
+        TcpListener::from(self.socket)
+    }
 }
 
 /// Every span of a request, with its resource's service name.

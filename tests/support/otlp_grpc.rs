@@ -16,7 +16,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use crate::otlp::{flatten, Received};
 
 #[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Received>>>);
+struct Collect {
+    spans: Arc<Mutex<Vec<Received>>>,
+    metadata: Arc<Mutex<Vec<String>>>,
+}
 
 #[tonic::async_trait]
 impl TraceService for Collect {
@@ -25,7 +28,24 @@ impl TraceService for Collect {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let spans = flatten(request.get_ref());
-        self.0.lock().expect("the receiver's lock").extend(spans);
+        self.spans
+            .lock()
+            .expect("the receiver's lock")
+            .extend(spans);
+        let metadata: Vec<String> = request
+            .metadata()
+            .iter()
+            .filter_map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some(format!("{}: {}", k, v.to_str().ok()?))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
+        self.metadata
+            .lock()
+            .expect("the receiver's lock")
+            .push(metadata.join("\n"));
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -42,6 +62,11 @@ impl GrpcReceiver {
     /// Starts a receiver on a free loopback port.
     pub fn start() -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        Self::start_on(listener)
+    }
+
+    /// Starts a receiver on `listener` (from `ReservedPort::listen`).
+    pub fn start_on(listener: std::net::TcpListener) -> Self {
         listener
             .set_nonblocking(true)
             .expect("a non-blocking listener");
@@ -82,7 +107,20 @@ impl GrpcReceiver {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<Received> {
-        self.spans.0.lock().expect("the receiver's lock").clone()
+        self.spans
+            .spans
+            .lock()
+            .expect("the receiver's lock")
+            .clone()
+    }
+
+    /// The ASCII metadata of each request, one `key: value` a line.
+    pub fn metadata(&self) -> Vec<String> {
+        self.spans
+            .metadata
+            .lock()
+            .expect("the receiver's lock")
+            .clone()
     }
 }
 

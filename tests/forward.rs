@@ -1,0 +1,798 @@
+//! `lucid-exporter` shipping the span spool of real containers (made with the
+//! `lucid` binary) to a real OTLP receiver on loopback: spans spooled while
+//! no collector listened arrive once it is up, each exactly once, also across
+//! exporter restarts; retries honour `Retry-After`; an unreachable, wrong or
+//! silent endpoint is counted while `/metrics` stays served and the spool and
+//! the exporter's memory stay bounded. Needs root.
+//!
+//! Every exporter and receiver a test starts is stopped (by pid, or by
+//! dropping it) when the test ends, also when it fails.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lucid_tests::otlp::{hex, spooled, Behaviour, Received, Receiver, ReservedPort};
+use lucid_tests::otlp_grpc::GrpcReceiver;
+use lucid_tests::{lucid_bin, unique_id, Bundle, Runtime};
+
+/// OTEL variables a developer's shell might set, cleared for every process.
+const OTEL_VARS: &[&str] = &[
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "LUCID_SPOOL_MAX_BYTES",
+];
+
+/// Polls `check` every 100 ms until it returns `Some`, failing with `what` after `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ------------------------------------------------------------- containers
+
+/// Runs a container to its end with `lucid run` (no OTLP endpoint: its spans
+/// go to the spool only), with `env` added.
+fn run_container(rt: &Runtime, env: &[(&str, &str)]) -> String {
+    let id = unique_id("fwd");
+    let bundle = Bundle::new(rt, &id, &["true"]);
+    let mut command = rt.command();
+    command.args(["run", "--bundle", bundle.arg(), &id]);
+    for var in OTEL_VARS {
+        command.env_remove(var);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running lucid");
+    assert!(
+        out.status.success(),
+        "lucid run {id} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    id
+}
+
+/// The batch files of the spool: (waiting `*.json`, shipped `*.json.sent`).
+fn spool_files(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut waiting, mut sent) = (Vec::new(), Vec::new());
+    let spool = root.join("@spool");
+    for container in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+        for trace in std::fs::read_dir(container.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(trace.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if name.ends_with(".json") {
+                    waiting.push(file.path());
+                } else if name.ends_with(".json.sent") {
+                    sent.push(file.path());
+                }
+            }
+        }
+    }
+    (waiting, sent)
+}
+
+/// Bytes of every file in the spool's trace directories.
+fn spool_bytes(root: &Path) -> u64 {
+    let spool = root.join("@spool");
+    let mut total = 0;
+    for container in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+        for trace in std::fs::read_dir(container.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(trace.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                total += file.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Span ids (hex) of every batch in the spool, shipped or not.
+fn spooled_span_ids(root: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for container in std::fs::read_dir(root.join("@spool"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if container.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = container.file_name().to_string_lossy().into_owned();
+            ids.extend(spooled(root, &name).iter().map(|r| hex(&r.span.span_id)));
+        }
+    }
+    ids.sort();
+    ids
+}
+
+/// Sorted span ids of what a receiver got.
+fn received_ids(spans: &[Received]) -> Vec<String> {
+    let mut ids: Vec<String> = spans.iter().map(|r| hex(&r.span.span_id)).collect();
+    ids.sort();
+    ids
+}
+
+/// Fails unless `received` holds each of `expected` exactly once, and nothing else.
+fn assert_exactly_once(received: &[String], expected: &[String]) {
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(
+        unique.len(),
+        received.len(),
+        "{} spans arrived more than once",
+        received.len() - unique.len()
+    );
+    assert_eq!(
+        received, expected,
+        "the receiver's spans are not the spool's"
+    );
+}
+
+// ------------------------------------------------------------- the exporter
+
+/// A `lucid-exporter` this test started; killed by pid and reaped on drop.
+struct Exporter {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+fn exporter_bin() -> PathBuf {
+    let bin = lucid_bin().with_file_name("lucid-exporter");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p lucid-exporter)",
+        bin.display()
+    );
+    bin
+}
+
+/// The exporter's command for state root `root` (eBPF pins of `rt`) with
+/// private state in `state`.
+fn exporter_command(
+    rt: &Runtime,
+    root: &Path,
+    state: &Path,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
+    let mut command = Command::new(exporter_bin());
+    command
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--root")
+        .arg(root)
+        .arg("--bpf-pin-root")
+        .arg(rt.pin_root())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-level", "debug"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for var in OTEL_VARS {
+        command.env_remove(var);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+impl Exporter {
+    fn start(rt: &Runtime, state: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = state.join(format!("exporter-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("creating the exporter's log");
+        let child = exporter_command(rt, rt.root(), state, port, args, env)
+            .stderr(log_file)
+            .spawn()
+            .expect("starting lucid-exporter");
+        let mut exporter = Exporter { child, port, log };
+        wait_for(30, "the exporter's /healthz", || {
+            exporter.assert_running();
+            match http_get(port, "/healthz") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+        exporter
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("lucid-exporter exited ({status}):\n{}", self.log());
+        }
+    }
+
+    fn metrics(&mut self) -> String {
+        self.assert_running();
+        let (status, body) = http_get(self.port, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// A sample's value: `series` is `name` or `name{label="value"}`.
+    fn value(&mut self, series: &str) -> f64 {
+        let text = self.metrics();
+        sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the exporter's /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Stops it with SIGTERM, as systemd does; fails unless it exits cleanly.
+    fn terminate(mut self) {
+        // SAFETY: kill only sends a signal to the child this value owns.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM: {}", std::io::Error::last_os_error());
+        let status = wait_for(30, "the exporter to stop on SIGTERM", || {
+            self.child.try_wait().expect("waiting for the exporter")
+        });
+        assert!(
+            status.success(),
+            "the exporter exited {status}:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lucid-exporter log:\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.1 GET on loopback: (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header in {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The value of `series` (`name` or `name{label="value"}`) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Forwarding flags that keep the tests quick: the spool walked every 100 ms,
+/// at most 1 s between attempts.
+const QUICK: &[&str] = &["--spool-poll-interval", "100ms", "--otlp-max-backoff", "1s"];
+
+fn args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut out = vec!["--otlp-endpoint", endpoint];
+    out.extend_from_slice(QUICK);
+    out.extend_from_slice(extra);
+    out
+}
+
+// ------------------------------------------------------------- the tests
+
+#[test]
+fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_across_restarts() {
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    let port = ReservedPort::new();
+    let endpoint = port.endpoint();
+    // Containers live and die while nothing listens on the endpoint.
+    let first: Vec<String> = (0..3).map(|_| run_container(&rt, &[])).collect();
+    let (waiting, sent) = spool_files(rt.root());
+    assert!(
+        waiting.len() >= 3 && sent.is_empty(),
+        "{waiting:?} {sent:?}"
+    );
+
+    let mut exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    wait_for(30, "a failed attempt on the closed port", || {
+        let text = exporter.metrics();
+        (sample(
+            &text,
+            "lucid_forward_failures_total{reason=\"unreachable\"}",
+        )? >= 1.0
+            && sample(&text, "lucid_spool_unshipped_batches")? == waiting.len() as f64)
+            .then_some(())
+    });
+    assert!(exporter.value("lucid_spool_unshipped_bytes") > 0.0);
+    assert!(exporter.value("lucid_spool_oldest_unshipped_age_seconds") > 0.0);
+    assert!(exporter.value("lucid_exporter_errors_total{kind=\"otlp_export\"}") >= 1.0);
+    assert_eq!(exporter.value("lucid_forward_spans_total"), 0.0);
+    assert_eq!(
+        spool_files(rt.root()).1.len(),
+        0,
+        "a batch was marked shipped"
+    );
+    let log = exporter.log();
+    assert!(
+        log.contains(&endpoint) && log.contains("unreachable"),
+        "the failure is not logged with its endpoint and reason:\n{log}"
+    );
+
+    // The collector comes up on that port.
+    let receiver = Receiver::start_on(port.listen(), Behaviour::Accept);
+    wait_for(30, "the spool to be shipped", || {
+        (exporter.value("lucid_spool_unshipped_batches") == 0.0).then_some(())
+    });
+    let expected = spooled_span_ids(rt.root());
+    assert_exactly_once(&received_ids(&receiver.spans()), &expected);
+    let (waiting, sent) = spool_files(rt.root());
+    assert!(waiting.is_empty(), "not marked shipped: {waiting:?}");
+    // Every batch went in one request (they are far below the 1 MiB bound).
+    assert_eq!(receiver.requests().len(), 1, "{:?}", receiver.requests());
+    assert_eq!(exporter.value("lucid_forward_requests_total"), 1.0);
+    assert_eq!(
+        exporter.value("lucid_forward_spans_total"),
+        expected.len() as f64
+    );
+    assert_eq!(
+        exporter.value("lucid_spool_oldest_unshipped_age_seconds"),
+        0.0
+    );
+    assert_eq!(exporter.value("lucid_spool_evicted_batches_total"), 0.0);
+    assert!(
+        exporter.log().contains("again, after"),
+        "recovery not logged"
+    );
+    // Shipped batches stay readable by `lucid trace`.
+    let trace = rt.ok(&["trace", &first[0]]);
+    assert!(trace.contains("init.spawn"), "{trace}");
+
+    // Stopped cleanly; more containers while it is down; a new exporter
+    // ships only those.
+    exporter.terminate();
+    for _ in 0..2 {
+        run_container(&rt, &[]);
+    }
+    let mut second = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    wait_for(30, "the new batches to be shipped", || {
+        (second.value("lucid_spool_unshipped_batches") == 0.0
+            && second.value("lucid_forward_requests_total") >= 1.0)
+            .then_some(())
+    });
+    let all = spooled_span_ids(rt.root());
+    assert_exactly_once(&received_ids(&receiver.spans()), &all);
+    assert_eq!(
+        second.value("lucid_forward_spans_total"),
+        (all.len() - expected.len()) as f64,
+        "the restarted exporter sent old batches again"
+    );
+    assert!(spool_files(rt.root()).0.is_empty());
+    assert_eq!(spool_files(rt.root()).1.len(), sent.len() + 4);
+}
+
+#[test]
+fn a_receiver_answering_503_or_429_with_retry_after_is_retried_after_that_delay() {
+    for (status, reason) in [(503, "unavailable"), (429, "throttled")] {
+        let rt = Runtime::new();
+        let state = tempfile::tempdir().expect("a state dir");
+        run_container(&rt, &[]);
+        let receiver = Receiver::start(Behaviour::Refuse {
+            status,
+            retry_after: Some(2),
+            times: 1,
+        });
+        let endpoint = receiver.endpoint();
+        // Backoff alone would wait at most 1 s: the 2 s can only come from Retry-After.
+        let mut exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+        wait_for(30, "the spool to be shipped", || {
+            (exporter.value("lucid_spool_unshipped_batches") == 0.0
+                && exporter.value("lucid_forward_requests_total") == 1.0)
+                .then_some(())
+        });
+        let arrivals = receiver.arrivals();
+        assert_eq!(arrivals.len(), 2, "{status}: {:?}", receiver.requests());
+        let waited = arrivals[1] - arrivals[0];
+        assert!(
+            waited >= Duration::from_secs(2),
+            "{status}: retried after {waited:?}, before the 2 s Retry-After"
+        );
+        assert_eq!(
+            exporter.value(&format!(
+                "lucid_forward_failures_total{{reason=\"{reason}\"}}"
+            )),
+            1.0
+        );
+        assert_exactly_once(
+            &received_ids(&receiver.spans()),
+            &spooled_span_ids(rt.root()),
+        );
+    }
+
+    // Without Retry-After: backed off, retried until accepted.
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    run_container(&rt, &[]);
+    let receiver = Receiver::start(Behaviour::Refuse {
+        status: 502,
+        retry_after: None,
+        times: 3,
+    });
+    let endpoint = receiver.endpoint();
+    let mut exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    wait_for(30, "the spool to be shipped", || {
+        (exporter.value("lucid_spool_unshipped_batches") == 0.0
+            && exporter.value("lucid_forward_requests_total") == 1.0)
+            .then_some(())
+    });
+    assert_eq!(receiver.arrivals().len(), 4);
+    assert_eq!(
+        exporter.value("lucid_forward_failures_total{reason=\"unavailable\"}"),
+        3.0
+    );
+    assert_exactly_once(
+        &received_ids(&receiver.spans()),
+        &spooled_span_ids(rt.root()),
+    );
+}
+
+#[test]
+fn grpc_and_http_json_with_headers_from_the_otel_variables_deliver_every_span_once() {
+    // gRPC, configured by the standard variables alone.
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    for _ in 0..2 {
+        run_container(&rt, &[]);
+    }
+    let grpc = GrpcReceiver::start();
+    let grpc_endpoint = grpc.endpoint();
+    let mut exporter = Exporter::start(
+        &rt,
+        state.path(),
+        QUICK,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-lucid-test=grpc"),
+        ],
+    );
+    wait_for(30, "the spool to be shipped over gRPC", || {
+        (exporter.value("lucid_spool_unshipped_batches") == 0.0
+            && exporter.value("lucid_forward_requests_total") >= 1.0)
+            .then_some(())
+    });
+    assert_exactly_once(&received_ids(&grpc.spans()), &spooled_span_ids(rt.root()));
+    let metadata = grpc.metadata();
+    assert!(
+        !metadata.is_empty() && metadata.iter().all(|m| m.contains("x-lucid-test: grpc")),
+        "{metadata:?}"
+    );
+    drop(exporter);
+
+    // OTLP/HTTP with a JSON body to a traces endpoint used as is, with headers.
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    run_container(&rt, &[]);
+    let receiver = Receiver::start(Behaviour::Accept);
+    let traces = format!("{}/v1/traces", receiver.endpoint());
+    let mut exporter = Exporter::start(
+        &rt,
+        state.path(),
+        QUICK,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-lucid-test=sent%20as%20is,X-Tenant=a",
+            ),
+        ],
+    );
+    wait_for(30, "the spool to be shipped as JSON", || {
+        (exporter.value("lucid_spool_unshipped_batches") == 0.0
+            && exporter.value("lucid_forward_requests_total") >= 1.0)
+            .then_some(())
+    });
+    assert_exactly_once(
+        &received_ids(&receiver.spans()),
+        &spooled_span_ids(rt.root()),
+    );
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r == "POST /v1/traces HTTP/1.1 application/json"),
+        "{:?}",
+        receiver.requests()
+    );
+    let head = receiver.heads().join("\n").to_ascii_lowercase();
+    assert!(
+        head.contains("x-lucid-test: sent as is") && head.contains("x-tenant: a"),
+        "{head}"
+    );
+}
+
+/// The figures of one failing exporter.
+struct Failing {
+    exporter: Exporter,
+    reason: &'static str,
+    rss_after_warm_up: u64,
+}
+
+#[test]
+fn an_unreachable_wrong_or_silent_endpoint_is_counted_while_metrics_stay_served_and_bounded() {
+    const BOUND: u64 = 96 * 1024;
+    let bound = BOUND.to_string();
+    let spool_env = [("LUCID_SPOOL_MAX_BYTES", bound.as_str())];
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    let closed = ReservedPort::new();
+    let wrong = Receiver::start(Behaviour::NotFound);
+    let silent = Receiver::start(Behaviour::Hang);
+    let (closed_endpoint, wrong_endpoint, silent_endpoint) =
+        (closed.endpoint(), wrong.endpoint(), silent.endpoint());
+    let mut failing = Vec::new();
+    for (name, endpoint, reason, env) in [
+        (
+            "unreachable",
+            closed_endpoint.as_str(),
+            "unreachable",
+            vec![],
+        ),
+        ("wrong", wrong_endpoint.as_str(), "refused", vec![]),
+        (
+            "silent",
+            silent_endpoint.as_str(),
+            "timeout",
+            vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "300")],
+        ),
+    ] {
+        let dir = state.path().join(name);
+        std::fs::create_dir(&dir).expect("a state dir");
+        failing.push(Failing {
+            exporter: Exporter::start(&rt, &dir, &args(endpoint, &[]), &env),
+            reason,
+            rss_after_warm_up: 0,
+        });
+    }
+
+    // Fill the spool past its bound, scraping every exporter after each container.
+    let mut traces_written = 0;
+    let mut run_and_scrape = |n: usize, failing: &mut Vec<Failing>| {
+        for _ in 0..n {
+            run_container(&rt, &spool_env);
+            traces_written += 1;
+            for f in failing.iter_mut() {
+                f.exporter.metrics();
+            }
+            let bytes = spool_bytes(rt.root());
+            assert!(
+                bytes <= BOUND,
+                "the spool holds {bytes} bytes, over {BOUND}"
+            );
+        }
+    };
+    run_and_scrape(10, &mut failing);
+    for f in failing.iter_mut() {
+        f.rss_after_warm_up = f.exporter.rss_kib();
+    }
+    run_and_scrape(30, &mut failing);
+    let traces_left = std::fs::read_dir(rt.root().join("@spool"))
+        .expect("the spool")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .count();
+    assert!(
+        traces_left < traces_written,
+        "nothing was evicted ({traces_left} of {traces_written} traces left): raise the container count"
+    );
+    // Let every exporter see the last evictions.
+    std::thread::sleep(Duration::from_millis(500));
+
+    for f in failing.iter_mut() {
+        let text = f.exporter.metrics();
+        let failures = sample(
+            &text,
+            &format!("lucid_forward_failures_total{{reason=\"{}\"}}", f.reason),
+        )
+        .expect("the failure counter");
+        assert!(failures >= 1.0, "{}: no failure counted:\n{text}", f.reason);
+        let all: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("lucid_forward_failures_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            all, failures,
+            "{}: failures of other reasons:\n{text}",
+            f.reason
+        );
+        assert_eq!(
+            sample(&text, "lucid_exporter_errors_total{kind=\"otlp_export\"}"),
+            Some(failures)
+        );
+        assert_eq!(sample(&text, "lucid_forward_spans_total"), Some(0.0));
+        let evicted = sample(&text, "lucid_spool_evicted_batches_total").expect("evicted");
+        assert!(evicted >= 1.0, "{}: no eviction counted", f.reason);
+        let unshipped = sample(&text, "lucid_spool_unshipped_bytes").expect("unshipped bytes");
+        assert!(unshipped > 0.0 && unshipped <= BOUND as f64, "{unshipped}");
+        assert!(sample(&text, "lucid_spool_oldest_unshipped_age_seconds").expect("age") > 0.0);
+        // One warning for the whole streak, the rest at debug level.
+        let log = f.exporter.log();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains(": warn: shipping spans to"))
+            .count();
+        assert_eq!(warnings, 1, "{}: {warnings} warnings:\n{log}", f.reason);
+        let grown = f.exporter.rss_kib().saturating_sub(f.rss_after_warm_up);
+        assert!(
+            grown < 4 * 1024,
+            "{}: RSS grew {grown} KiB while 30 more containers were spooled and evicted",
+            f.reason
+        );
+    }
+    // Nothing was marked shipped.
+    assert!(spool_files(rt.root()).1.is_empty());
+}
+
+/// A read-only tmpfs mounted for the test, unmounted on drop.
+struct ReadOnlyMount(tempfile::TempDir);
+
+impl ReadOnlyMount {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "lucid-test-ro"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a read-only tmpfs");
+        ReadOnlyMount(dir)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn forwarding_refuses_what_it_cannot_honour_by_name() {
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    // Each must exit at once with an error; one that starts serving is killed.
+    let refused = |args: &[&str], env: &[(&str, &str)], root: Option<&Path>| -> String {
+        let log = state.path().join("refused.log");
+        let mut child = exporter_command(
+            &rt,
+            root.unwrap_or(rt.root()),
+            state.path(),
+            free_port(),
+            args,
+            env,
+        )
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("starting lucid-exporter");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for lucid-exporter") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lucid-exporter {args:?} {env:?} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "{args:?} {env:?} exited 0");
+        std::fs::read_to_string(&log).expect("the log")
+    };
+    // A spool it cannot mark shipped batches in: they would be sent again.
+    let read_only = ReadOnlyMount::new();
+    let err = refused(
+        &["--otlp-endpoint", "http://127.0.0.1:4318"],
+        &[],
+        Some(read_only.0.path()),
+    );
+    assert!(err.contains("not writable"), "{err}");
+    // TLS, compression, tuning flags without an endpoint.
+    let err = refused(&["--otlp-endpoint", "https://collector:4318"], &[], None);
+    assert!(err.contains("no TLS"), "{err}");
+    let err = refused(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+        None,
+    );
+    assert!(err.contains("OTEL_EXPORTER_OTLP_COMPRESSION=gzip"), "{err}");
+    let err = refused(&["--otlp-batch-bytes", "1000"], &[], None);
+    assert!(err.contains("--otlp-batch-bytes only applies"), "{err}");
+    // And forwarding off is the default: no forwarding metric is served.
+    let mut exporter = Exporter::start(&rt, state.path(), &[], &[]);
+    let text = exporter.metrics();
+    assert!(!text.contains("lucid_forward_"), "{text}");
+}
