@@ -5,24 +5,34 @@
 //! at any moment; a batch that vanishes before it was shipped is counted as
 //! evicted.
 //!
-//! A full spool holds about a thousand trace directories. A directory's
-//! modification time changes whenever an entry in it is added, renamed or
-//! removed, so a directory is listed again only when its time changed since
-//! the last walk, or was too recent then to be trusted (file times are coarse:
-//! a change in the same tick leaves the time as it was); otherwise one `stat`
-//! per directory suffices.
+//! A full spool holds over a thousand trace directories, and the spool is
+//! polled every few seconds, so a walk does as little as it can:
+//! - The runtime rewrites the spool's `usage` file whenever it adds or evicts
+//!   a batch. While that file's modification time stays as it was, nothing
+//!   was added or evicted, and the walk is one `stat` (with a full walk every
+//!   [`FULL_WALK_EVERY`] anyway, in case a writer died between renaming its
+//!   batch and counting it).
+//! - A directory's modification time changes whenever an entry in it is
+//!   added, renamed or removed, so a directory is listed again only when its
+//!   time changed since the last walk; otherwise one `stat` suffices.
+//! - File times are coarse (a change within the same tick leaves the time as
+//!   it was): a time within [`RACY_NS`] of the walk is not trusted, and looked
+//!   at again at the next walk.
+//! - The waiting batches are kept in order and changed only where a directory changed.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lucid::telemetry::spool::{BATCH_SUFFIX, SENT_SUFFIX, SPOOL_DIR};
+use lucid::telemetry::spool::{BATCH_SUFFIX, SENT_SUFFIX, SPOOL_DIR, USAGE_FILE};
 
-/// A directory modified this recently (ns) may change again within the same
-/// timestamp tick: it is listed again at the next walk.
-const RACY_NS: i128 = 1_000_000_000;
+/// A file time this close (ns) to the walk may change again within the same
+/// timestamp tick: it is looked at again at the next walk.
+pub const RACY_NS: i128 = 1_000_000_000;
+/// A full walk happens at least this often, whatever `usage` says.
+pub const FULL_WALK_EVERY: Duration = Duration::from_secs(60);
 
 /// One batch file waiting to be shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,28 +66,63 @@ pub struct QueueError {
     pub source: std::io::Error,
 }
 
-#[derive(Debug)]
-struct TraceDir {
+/// A file or directory's modification time as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
     mtime_ns: i128,
+    /// Too close to the walk to be trusted.
     racy: bool,
-    /// Its `*.json` files: name, size.
-    waiting: Vec<(OsString, u64)>,
+}
+
+impl Seen {
+    fn at(mtime_ns: i128, now: i128) -> Self {
+        Seen {
+            mtime_ns,
+            racy: now - mtime_ns < RACY_NS,
+        }
+    }
+
+    /// Whether a directory with this time now needs no new listing.
+    fn unchanged(seen: Option<Seen>, mtime_ns: i128) -> bool {
+        seen.is_some_and(|s| !s.racy && s.mtime_ns == mtime_ns)
+    }
+}
+
+#[derive(Debug, Default)]
+struct TraceDir {
+    /// `None` until listed.
+    seen: Option<Seen>,
+    /// Its `*.json` files.
+    names: HashSet<OsString>,
 }
 
 #[derive(Debug, Default)]
 struct ContainerDir {
-    mtime_ns: i128,
-    racy: bool,
-    traces: HashMap<OsString, Option<TraceDir>>,
+    seen: Option<Seen>,
+    traces: HashMap<OsString, TraceDir>,
+}
+
+/// Where a waiting batch sorts: its write time (unknown ones last), its path.
+type Key = (i128, PathBuf);
+
+/// A waiting batch's size and write time.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    bytes: u64,
+    written_ns: i128,
 }
 
 /// The batches waiting in one spool, as of the last [`Queue::walk`].
 #[derive(Debug)]
 pub struct Queue {
     dir: PathBuf,
+    /// The `usage` file at the last walk.
+    usage: Option<Seen>,
+    last_full_walk: Option<Instant>,
+    full_walk_every: Duration,
     containers: HashMap<OsString, ContainerDir>,
     /// Oldest first.
-    waiting: Vec<Waiting>,
+    waiting: BTreeMap<Key, Entry>,
     /// Not sent again by this process: refused for their content, or not OTLP-JSON.
     given_up: HashSet<PathBuf>,
     /// Sent alone: the endpoint refused a request they were part of.
@@ -99,10 +144,11 @@ fn now_ns() -> i128 {
         .unwrap_or_default()
 }
 
-/// A directory's modification time, `None` when it is gone or not a directory.
-fn dir_mtime(path: &Path) -> Result<Option<i128>, QueueError> {
+/// A file's modification time, `None` when it is gone; `dir` says whether
+/// it must be a directory (else `None` too).
+fn mtime(path: &Path, dir: bool) -> Result<Option<i128>, QueueError> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(Some(mtime_ns(&meta))),
+        Ok(meta) if meta.is_dir() == dir => Ok(Some(mtime_ns(&meta))),
         Ok(_) => Ok(None),
         Err(e) if gone(&e) => Ok(None),
         Err(source) => Err(QueueError {
@@ -135,13 +181,27 @@ fn list(path: &Path) -> Result<Option<Vec<std::fs::DirEntry>>, QueueError> {
 }
 
 /// The write time a batch's name carries: `<20-digit ns>-<pid>.json`.
-fn written_ns(name: &str) -> Option<i128> {
-    name.split('-').next()?.parse().ok()
+fn written_ns(name: &OsStr) -> Option<i128> {
+    name.to_str()?.split('-').next()?.parse().ok()
 }
 
 /// A batch not shipped yet: `*.json`, not hidden (being written).
-fn is_waiting(name: &str) -> bool {
-    !name.starts_with('.') && name.ends_with(BATCH_SUFFIX)
+fn is_waiting(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| !n.starts_with('.') && n.ends_with(BATCH_SUFFIX))
+}
+
+/// The key a batch's path sorts under.
+fn key(path: &Path) -> Key {
+    let written = path.file_name().and_then(written_ns).unwrap_or(i128::MAX);
+    (written, path.to_path_buf())
+}
+
+/// Takes a batch that left the spool out of `waiting`; true when it was
+/// evicted (it waited, and was not shipped by anyone).
+fn left(waiting: &mut BTreeMap<Key, Entry>, path: PathBuf) -> bool {
+    let sent = sent_path(&path);
+    waiting.remove(&key(&path)).is_some() && !sent.exists()
 }
 
 impl Queue {
@@ -149,8 +209,11 @@ impl Queue {
     pub fn new(root: &Path) -> Self {
         Queue {
             dir: root.join(SPOOL_DIR),
+            usage: None,
+            last_full_walk: None,
+            full_walk_every: FULL_WALK_EVERY,
             containers: HashMap::new(),
-            waiting: Vec::new(),
+            waiting: BTreeMap::new(),
             given_up: HashSet::new(),
             alone: HashSet::new(),
         }
@@ -165,128 +228,155 @@ impl Queue {
     /// last walk vanished without being shipped (evicted by the runtime).
     pub fn walk(&mut self) -> Result<u64, QueueError> {
         let now = now_ns();
+        let usage = mtime(&self.dir.join(USAGE_FILE), false)?;
+        let recent = self
+            .last_full_walk
+            .is_some_and(|at| at.elapsed() < self.full_walk_every);
+        if recent && usage.is_some_and(|m| Seen::unchanged(self.usage, m)) {
+            return Ok(0);
+        }
+        let evicted = self.walk_dirs(now)?;
+        self.usage = usage.map(|m| Seen::at(m, now));
+        self.last_full_walk = Some(Instant::now());
+        Ok(evicted)
+    }
+
+    fn walk_dirs(&mut self, now: i128) -> Result<u64, QueueError> {
+        let Queue {
+            dir,
+            containers,
+            waiting,
+            ..
+        } = self;
+        let mut evicted = 0;
         // No spool yet: nothing was spooled, or everything was evicted.
-        let containers = list(&self.dir)?.unwrap_or_default();
-        let mut seen = HashSet::new();
-        for entry in containers {
-            let name = entry.file_name();
+        let entries = list(dir)?.unwrap_or_default();
+        let mut present = HashSet::new();
+        for entry in entries {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
+            let name = entry.file_name();
             let path = entry.path();
-            let Some(mtime) = dir_mtime(&path)? else {
+            let Some(container_mtime) = mtime(&path, true)? else {
                 continue;
             };
-            seen.insert(name.clone());
-            let cached = self.containers.entry(name).or_default();
-            if cached.racy || cached.mtime_ns != mtime || cached.traces.is_empty() {
-                let Some(traces) = list(&path)? else {
-                    cached.traces.clear();
+            present.insert(name.clone());
+            let container = containers.entry(name).or_default();
+            if !Seen::unchanged(container.seen, container_mtime) {
+                let Some(listed) = list(&path)? else {
                     continue;
                 };
-                let mut keep: HashMap<OsString, Option<TraceDir>> = HashMap::new();
-                for trace in traces {
-                    if trace.file_type().is_ok_and(|t| t.is_dir()) {
-                        let name = trace.file_name();
-                        let old = cached.traces.remove(&name).flatten();
-                        keep.insert(name, old);
-                    }
-                }
-                cached.traces = keep;
-                cached.mtime_ns = mtime;
-                cached.racy = now - mtime < RACY_NS;
-            }
-            for (trace, state) in cached.traces.iter_mut() {
-                let trace_path = path.join(trace);
-                let Some(mtime) = dir_mtime(&trace_path)? else {
-                    *state = None;
-                    continue;
-                };
-                if state
-                    .as_ref()
-                    .is_some_and(|s| !s.racy && s.mtime_ns == mtime)
-                {
-                    continue;
-                }
-                *state = match list(&trace_path)? {
-                    None => None,
-                    Some(files) => {
-                        let mut waiting = Vec::new();
-                        for file in files {
-                            let name = file.file_name();
-                            if !name.to_str().is_some_and(is_waiting) {
-                                continue;
-                            }
-                            match file.metadata() {
-                                Ok(meta) if meta.is_file() => waiting.push((name, meta.len())),
-                                Ok(_) => {}
-                                Err(e) if gone(&e) => {}
-                                Err(source) => {
-                                    return Err(QueueError {
-                                        path: file.path(),
-                                        source,
-                                    })
-                                }
-                            }
+                let names: HashSet<OsString> = listed
+                    .iter()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name())
+                    .collect();
+                container.traces.retain(|trace, state| {
+                    let keep = names.contains(trace);
+                    if !keep {
+                        for file in state.names.drain() {
+                            evicted += u64::from(left(waiting, path.join(trace).join(file)));
                         }
-                        Some(TraceDir {
-                            mtime_ns: mtime,
-                            racy: now - mtime < RACY_NS,
-                            waiting,
-                        })
                     }
+                    keep
+                });
+                for trace in names {
+                    container.traces.entry(trace).or_default();
+                }
+                container.seen = Some(Seen::at(container_mtime, now));
+            }
+            for (trace, state) in container.traces.iter_mut() {
+                let trace_path = path.join(trace);
+                let trace_mtime = mtime(&trace_path, true)?;
+                if trace_mtime.is_some_and(|m| Seen::unchanged(state.seen, m)) {
+                    continue;
+                }
+                let listed = match trace_mtime {
+                    Some(m) => list(&trace_path)?.map(|files| (m, files)),
+                    None => None,
                 };
+                let mut names = HashSet::new();
+                if let Some((m, files)) = &listed {
+                    for file in files {
+                        let name = file.file_name();
+                        if !is_waiting(&name) {
+                            continue;
+                        }
+                        let meta = match file.metadata() {
+                            Ok(meta) if meta.is_file() => meta,
+                            Ok(_) => continue,
+                            Err(e) if gone(&e) => continue,
+                            Err(source) => {
+                                return Err(QueueError {
+                                    path: file.path(),
+                                    source,
+                                })
+                            }
+                        };
+                        let file_path = trace_path.join(&name);
+                        if !state.names.contains(&name) {
+                            let written = written_ns(&name).unwrap_or_else(|| mtime_ns(&meta));
+                            waiting.insert(
+                                key(&file_path),
+                                Entry {
+                                    bytes: meta.len(),
+                                    written_ns: written,
+                                },
+                            );
+                        }
+                        names.insert(name);
+                    }
+                    state.seen = Some(Seen::at(*m, now));
+                } else {
+                    state.seen = None;
+                }
+                for old in state.names.difference(&names) {
+                    evicted += u64::from(left(waiting, trace_path.join(old)));
+                }
+                state.names = names;
             }
         }
-        self.containers.retain(|name, _| seen.contains(name));
-
-        let mut waiting = Vec::new();
-        for (container, cached) in &self.containers {
-            for (trace, state) in &cached.traces {
-                let Some(state) = state else { continue };
-                let dir = self.dir.join(container).join(trace);
-                for (name, bytes) in &state.waiting {
-                    let written = name.to_str().and_then(written_ns).unwrap_or(now);
-                    waiting.push(Waiting {
-                        path: dir.join(name),
-                        bytes: *bytes,
-                        written_ns: written,
-                    });
+        containers.retain(|name, container| {
+            let keep = present.contains(name);
+            if !keep {
+                for (trace, state) in container.traces.drain() {
+                    for file in state.names {
+                        evicted += u64::from(left(waiting, dir.join(name).join(&trace).join(file)));
+                    }
                 }
             }
-        }
-        // Names start with the write time: oldest first, as the runtime wrote them.
-        waiting.sort_by(|a, b| {
-            (a.written_ns, a.path.file_name()).cmp(&(b.written_ns, b.path.file_name()))
+            keep
         });
-        let now_waiting: HashSet<&Path> = waiting.iter().map(|w| w.path.as_path()).collect();
-        let evicted = self
-            .waiting
-            .iter()
-            .filter(|w| !now_waiting.contains(w.path.as_path()))
-            // Shipped by someone else (another exporter) is not evicted.
-            .filter(|w| !sent_path(&w.path).exists())
-            .count() as u64;
-        self.given_up.retain(|p| now_waiting.contains(p.as_path()));
-        self.alone.retain(|p| now_waiting.contains(p.as_path()));
-        self.waiting = waiting;
+        self.given_up.retain(|p| self.waiting.contains_key(&key(p)));
+        self.alone.retain(|p| self.waiting.contains_key(&key(p)));
         Ok(evicted)
+    }
+
+    fn waiting(&self) -> impl Iterator<Item = Waiting> + '_ {
+        self.waiting
+            .iter()
+            .filter(|((_, path), _)| !self.given_up.contains(path))
+            .map(|((_, path), entry)| Waiting {
+                path: path.clone(),
+                bytes: entry.bytes,
+                written_ns: entry.written_ns,
+            })
     }
 
     /// What waits to be shipped (batches given up are not counted).
     pub fn depth(&self) -> Depth {
         let mut depth = Depth::default();
-        for w in self
-            .waiting
-            .iter()
-            .filter(|w| !self.given_up.contains(&w.path))
-        {
+        for ((_, path), entry) in &self.waiting {
+            if self.given_up.contains(path) {
+                continue;
+            }
             depth.batches += 1;
-            depth.bytes += w.bytes;
+            depth.bytes += entry.bytes;
             depth.oldest_ns = Some(
                 depth
                     .oldest_ns
-                    .map_or(w.written_ns, |o| o.min(w.written_ns)),
+                    .map_or(entry.written_ns, |o| o.min(entry.written_ns)),
             );
         }
         depth
@@ -297,17 +387,13 @@ impl Queue {
     pub fn next(&self, max_bytes: u64) -> Vec<Waiting> {
         let mut out: Vec<Waiting> = Vec::new();
         let mut bytes = 0;
-        for w in self
-            .waiting
-            .iter()
-            .filter(|w| !self.given_up.contains(&w.path))
-        {
+        for w in self.waiting() {
             let alone = self.alone.contains(&w.path);
             if !out.is_empty() && (alone || bytes + w.bytes > max_bytes) {
                 break;
             }
             bytes += w.bytes;
-            out.push(w.clone());
+            out.push(w);
             if alone {
                 break;
             }
@@ -319,15 +405,17 @@ impl Queue {
     /// meanwhile is not an error. The batches leave the queue either way, so
     /// that this process never sends them again.
     pub fn shipped(&mut self, batches: &[Waiting]) -> Result<(), QueueError> {
-        let leaving: HashSet<&Path> = batches.iter().map(|b| b.path.as_path()).collect();
-        self.waiting.retain(|w| !leaving.contains(w.path.as_path()));
         let mut first_error = None;
         for batch in batches {
             match std::fs::rename(&batch.path, sent_path(&batch.path)) {
-                Ok(()) => {}
-                Err(e) if gone(&e) => {}
+                Ok(()) => {
+                    self.waiting.remove(&key(&batch.path));
+                }
+                Err(e) if gone(&e) => {
+                    self.waiting.remove(&key(&batch.path));
+                }
                 Err(source) => {
-                    // Kept out of the queue until it leaves the spool.
+                    // Kept out of requests until it leaves the spool.
                     self.given_up.insert(batch.path.clone());
                     first_error.get_or_insert(QueueError {
                         path: batch.path.clone(),
@@ -345,11 +433,9 @@ impl Queue {
     /// Takes batches found gone out of the queue; returns how many of them
     /// were evicted (not shipped by someone else).
     pub fn vanished(&mut self, batches: &[Waiting]) -> u64 {
-        let leaving: HashSet<&Path> = batches.iter().map(|b| b.path.as_path()).collect();
-        self.waiting.retain(|w| !leaving.contains(w.path.as_path()));
         batches
             .iter()
-            .filter(|b| !sent_path(&b.path).exists())
+            .filter(|b| left(&mut self.waiting, b.path.clone()))
             .count() as u64
     }
 
@@ -494,6 +580,43 @@ mod tests {
             names(&queue.next(1 << 20)),
             ["a/40"],
             "given up across walks"
+        );
+    }
+
+    #[test]
+    fn while_usage_is_unchanged_the_directories_are_not_walked() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::with_bound(root.path(), 1 << 20);
+        let first = spool.write("a", "t-s", &batch(30), false).unwrap();
+        let usage = spool.dir().join(USAGE_FILE);
+        let age = |path: &Path| {
+            let old = SystemTime::now() - Duration::from_secs(10);
+            std::fs::File::open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        age(&usage);
+        age(first.parent().unwrap());
+        let mut queue = Queue::new(root.path());
+        queue.walk().unwrap();
+        assert_eq!(queue.depth().batches, 1);
+        // A batch that appears without `usage` changing (its writer died
+        // before counting it) is found by the next full walk only.
+        std::fs::write(
+            first.with_file_name("00000000000000000001-1.json"),
+            batch(40),
+        )
+        .unwrap();
+        queue.walk().unwrap();
+        assert_eq!(queue.depth().batches, 1, "the directories were walked");
+        queue.full_walk_every = Duration::ZERO;
+        queue.walk().unwrap();
+        assert_eq!(queue.depth().batches, 2);
+        assert_eq!(
+            names(&queue.next(1 << 20)),
+            ["a/40", "a/30"],
+            "by write time"
         );
     }
 
