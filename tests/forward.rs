@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use lucid_tests::otlp::{hex, spooled, Behaviour, Received, Receiver, ReservedPort};
 use lucid_tests::otlp_grpc::GrpcReceiver;
+use lucid_tests::tls::TestPki;
 use lucid_tests::{lucid_bin, unique_id, Bundle, Runtime};
 
 /// OTEL variables a developer's shell might set, cleared for every process.
@@ -591,6 +592,106 @@ fn grpc_and_http_json_with_headers_from_the_otel_variables_deliver_every_span_on
     );
 }
 
+#[test]
+fn https_and_grpc_over_tls_deliver_with_the_certificate_variables_and_bad_tls_is_counted() {
+    let pki = TestPki::new();
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_owned();
+    let (ca, client_cert, client_key) = (
+        path(&pki.ca_file),
+        path(&pki.client_cert_file),
+        path(&pki.client_key_file),
+    );
+    let shipped = |exporter: &mut Exporter| {
+        wait_for(30, "the spool to be shipped", || {
+            (exporter.value("lucid_spool_unshipped_batches") == 0.0
+                && exporter.value("lucid_forward_requests_total") >= 1.0)
+                .then_some(())
+        });
+    };
+
+    // OTLP/HTTPS with mutual TLS: the CA and the client's certificate from the variables.
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    run_container(&rt, &[]);
+    let receiver = Receiver::start_tls(Behaviour::Accept, pki.server_config(true));
+    let endpoint = receiver.tls_endpoint();
+    let mut exporter = Exporter::start(
+        &rt,
+        state.path(),
+        QUICK,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                client_cert.as_str(),
+            ),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", client_key.as_str()),
+        ],
+    );
+    shipped(&mut exporter);
+    assert_exactly_once(
+        &received_ids(&receiver.spans()),
+        &spooled_span_ids(rt.root()),
+    );
+    drop(exporter);
+
+    // OTLP/gRPC over TLS.
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    run_container(&rt, &[]);
+    let grpc = GrpcReceiver::start_tls(pki.server_pem.clone());
+    let grpc_endpoint = grpc.tls_endpoint();
+    let mut exporter = Exporter::start(
+        &rt,
+        state.path(),
+        QUICK,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+        ],
+    );
+    shipped(&mut exporter);
+    assert_exactly_once(&received_ids(&grpc.spans()), &spooled_span_ids(rt.root()));
+    drop(exporter);
+
+    // A server the host's roots do not trust, and a client without the
+    // certificate the server asks for: counted as TLS failures, nothing sent.
+    let rt = Runtime::new();
+    run_container(&rt, &[]);
+    let strict = Receiver::start_tls(Behaviour::Accept, pki.server_config(true));
+    let strict_endpoint = strict.tls_endpoint();
+    for (name, env) in [
+        (
+            "untrusted",
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", strict_endpoint.as_str())],
+        ),
+        (
+            "no client certificate",
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", strict_endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+            ],
+        ),
+    ] {
+        let state = tempfile::tempdir().expect("a state dir");
+        let mut exporter = Exporter::start(&rt, state.path(), QUICK, &env);
+        wait_for(30, "a TLS failure", || {
+            (exporter.value("lucid_forward_failures_total{reason=\"tls\"}") >= 1.0).then_some(())
+        });
+        assert_eq!(exporter.value("lucid_forward_spans_total"), 0.0, "{name}");
+        assert!(
+            exporter.value("lucid_spool_unshipped_batches") > 0.0,
+            "{name}"
+        );
+        let log = exporter.log();
+        assert!(log.contains("(tls)"), "{name}: {log}");
+    }
+    assert!(strict.spans().is_empty());
+    assert!(spool_files(rt.root()).1.is_empty());
+}
+
 /// The figures of one failing exporter.
 struct Failing {
     exporter: Exporter,
@@ -777,9 +878,26 @@ fn forwarding_refuses_what_it_cannot_honour_by_name() {
         Some(read_only.0.path()),
     );
     assert!(err.contains("not writable"), "{err}");
-    // TLS, compression, tuning flags without an endpoint.
-    let err = refused(&["--otlp-endpoint", "https://collector:4318"], &[], None);
-    assert!(err.contains("no TLS"), "{err}");
+    // Certificates for an endpoint without TLS, a certificate file that is
+    // not one, compression, tuning flags without an endpoint.
+    let err = refused(
+        &["--otlp-endpoint", "http://127.0.0.1:4318"],
+        &[(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "/etc/ssl/certs/ca-certificates.crt",
+        )],
+        None,
+    );
+    assert!(err.contains("is not https://"), "{err}");
+    let err = refused(
+        &["--otlp-endpoint", "https://127.0.0.1:4318"],
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/hostname")],
+        None,
+    );
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE=/etc/hostname"),
+        "{err}"
+    );
     let err = refused(
         &[],
         &[

@@ -429,6 +429,7 @@ fn main() -> anyhow::Result<()> {
                     protocol,
                     headers: Vec::new(),
                     timeout: Duration::from_secs(10),
+                    tls: None,
                 },
                 root: root.path().to_path_buf(),
                 batch_bytes: o.batch_bytes,

@@ -220,7 +220,7 @@ pub const METRICS: &[MetricDef] = &[
         "OTLP export requests the endpoint accepted, each made of one or more spooled batches.",
         "the exporter's OTLP export requests"),
     def!("lucid_forward_failures_total", Counter, &["reason"],
-        "OTLP export requests that failed, by reason (unreachable, timeout, throttled, unavailable, refused, rejected, too_large, not_otlp); each failed retry counts.",
+        "OTLP export requests that failed, by reason (unreachable, tls, timeout, throttled, unavailable, refused, rejected, too_large, not_otlp); each failed retry counts.",
         "the exporter's OTLP export requests"),
     def!("lucid_forward_rejected_spans_total", Counter, &[],
         "Spans the OTLP endpoint refused: a partial success, or a batch refused for its content, which is not sent again.",

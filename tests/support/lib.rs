@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod taskstats;
+pub mod tls;
 
 /// The cgroup parent every test container lives under, so leaks are easy to find.
 pub const CGROUP_PARENT: &str = "/lucid-test";

@@ -77,6 +77,20 @@ impl Receiver {
 
     /// Starts a receiver on `listener` (from [`ReservedPort::listen`]).
     pub fn start_on(listener: TcpListener, behaviour: Behaviour) -> Self {
+        Self::start_with(listener, behaviour, None)
+    }
+
+    /// Starts an OTLP/HTTPS receiver on a free loopback port (`https://127.0.0.1:PORT`).
+    pub fn start_tls(behaviour: Behaviour, tls: Arc<rustls::ServerConfig>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        Self::start_with(listener, behaviour, Some(tls))
+    }
+
+    fn start_with(
+        listener: TcpListener,
+        behaviour: Behaviour,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let port = listener.local_addr().expect("a bound address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Seen::default());
@@ -94,9 +108,19 @@ impl Receiver {
                         .lock()
                         .expect("the receiver's lock")
                         .push(Instant::now());
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut stream = match &tls {
+                        None => Stream::Plain(stream),
+                        Some(config) => {
+                            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                                continue;
+                            };
+                            Stream::Tls(Box::new(rustls::StreamOwned::new(conn, stream)))
+                        }
+                    };
                     match behaviour {
                         Behaviour::Hang => held.push(stream),
-                        Behaviour::Accept => serve(stream, &seen, None),
+                        Behaviour::Accept => serve(&mut stream, &seen, None),
                         Behaviour::Refuse {
                             status,
                             retry_after,
@@ -104,15 +128,14 @@ impl Receiver {
                         } => {
                             if refused < times {
                                 refused += 1;
-                                serve(stream, &seen, Some((status, retry_after)));
+                                serve(&mut stream, &seen, Some((status, retry_after)));
                             } else {
-                                serve(stream, &seen, None);
+                                serve(&mut stream, &seen, None);
                             }
                         }
                         Behaviour::NotFound => {
-                            let mut stream = stream;
                             let mut buf = [0u8; 65536];
-                            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                            stream.set_read_timeout(Duration::from_millis(200));
                             let _ = stream.read(&mut buf);
                             let _ = stream.write_all(
                                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n",
@@ -133,6 +156,11 @@ impl Receiver {
     /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `https://127.0.0.1:PORT`, for a receiver started with [`Receiver::start_tls`].
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     /// Every span received so far (not those of refused requests).
@@ -175,10 +203,59 @@ impl Drop for Receiver {
     }
 }
 
+/// A connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, timeout: Duration) {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        };
+        let _ = tcp.set_read_timeout(Some(timeout));
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// Reads one request; answers `refuse` (status, Retry-After) or, without it,
 /// decodes the spans and answers 200.
-fn serve(mut stream: TcpStream, seen: &Seen, refuse: Option<(u16, Option<u32>)>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+fn serve(stream: &mut Stream, seen: &Seen, refuse: Option<(u16, Option<u32>)>) {
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
     let (head_end, length) = loop {

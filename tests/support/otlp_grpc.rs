@@ -67,6 +67,22 @@ impl GrpcReceiver {
 
     /// Starts a receiver on `listener` (from `ReservedPort::listen`).
     pub fn start_on(listener: std::net::TcpListener) -> Self {
+        Self::start_with(listener, None)
+    }
+
+    /// Starts an OTLP/gRPC receiver over TLS with this certificate and key
+    /// (PEM) on a free loopback port (`https://127.0.0.1:PORT`).
+    pub fn start_tls(identity: (String, String)) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(identity.0, identity.1));
+        Self::start_with(listener, Some(tls))
+    }
+
+    fn start_with(
+        listener: std::net::TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Self {
         listener
             .set_nonblocking(true)
             .expect("a non-blocking listener");
@@ -83,7 +99,11 @@ impl GrpcReceiver {
                 let listener =
                     tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if let Some(tls) = tls {
+                    server = server.tls_config(tls).expect("a TLS configuration");
+                }
+                server
                     .add_service(TraceServiceServer::new(service))
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = stopped.await;
@@ -103,6 +123,11 @@ impl GrpcReceiver {
     /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT`, for a receiver started with [`GrpcReceiver::start_tls`].
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Every span received so far.

@@ -14,6 +14,7 @@ pub mod batch;
 pub mod otlp;
 pub mod queue;
 pub mod target;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,9 @@ pub enum ForwardError {
     /// The forwarder's metrics could not be registered (a programming error).
     #[error("registering the forwarding metrics: {0}")]
     Registry(#[from] prometheus::Error),
+    /// The TLS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Shipped batches could not be marked, so they would be sent again.
     #[error("{path} is not writable ({source}): forwarding renames each shipped batch in the spool; give lucid-exporter write access to the state root")]
     ReadOnly {
@@ -181,7 +185,7 @@ impl Forwarder {
         check_writable(&settings.root, queue.dir())?;
         let metrics = ForwardMetrics::new(errors.registry())?;
         Ok(Forwarder {
-            client: Client::new(settings.target),
+            client: Client::new(settings.target)?,
             queue: Arc::new(Mutex::new(queue)),
             batch_bytes: settings.batch_bytes.max(1),
             poll_interval: settings.poll_interval,

@@ -11,6 +11,7 @@ use http::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -20,6 +21,7 @@ use prost::Message;
 use tonic::Code;
 
 use super::target::{Protocol, Target};
+use super::tls::{client_config, handshake_failure, TlsError};
 
 /// The gRPC method OTLP/gRPC trace export calls.
 const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -34,6 +36,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 pub enum Reason {
     /// No connection: refused, unreachable, name lookup failed.
     Unreachable,
+    /// The TLS handshake failed: an untrusted or wrong certificate, or a
+    /// peer that does not speak TLS.
+    Tls,
     /// No answer within the timeout.
     Timeout,
     /// The endpoint asked to slow down (HTTP 429, gRPC `RESOURCE_EXHAUSTED` with `RetryInfo`).
@@ -56,6 +61,7 @@ pub enum Reason {
 /// Every reason, in the order the metric lists them.
 pub const REASONS: &[Reason] = &[
     Reason::Unreachable,
+    Reason::Tls,
     Reason::Timeout,
     Reason::Throttled,
     Reason::Unavailable,
@@ -81,6 +87,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Unreachable => "unreachable",
+            Reason::Tls => "tls",
             Reason::Timeout => "timeout",
             Reason::Throttled => "throttled",
             Reason::Unavailable => "unavailable",
@@ -97,7 +104,7 @@ impl Reason {
             Reason::Unreachable | Reason::Timeout | Reason::Throttled | Reason::Unavailable => {
                 Next::Retry
             }
-            Reason::Refused | Reason::NotOtlp => Next::Wait,
+            Reason::Refused | Reason::NotOtlp | Reason::Tls => Next::Wait,
             Reason::Rejected | Reason::TooLarge => Next::Split,
         }
     }
@@ -134,7 +141,7 @@ pub struct Accepted {
     pub message: String,
 }
 
-type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 enum Transport {
     Http(Box<HttpClient>),
@@ -148,20 +155,28 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `target`. Connects lazily; must be made inside the tokio runtime.
-    pub fn new(target: Target) -> Self {
+    /// A client for `target`, with TLS for an `https://` endpoint. Connects
+    /// lazily; must be made inside the tokio runtime.
+    pub fn new(target: Target) -> Result<Self, TlsError> {
+        let tls = client_config(target.tls.as_ref())?;
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(target.timeout));
+        tcp.set_nodelay(true);
+        // The TLS connector also takes plain http:// (h2c for gRPC).
+        tcp.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
         let transport = match target.protocol {
             Protocol::Grpc => {
                 let endpoint = tonic::transport::Endpoint::from(target.url.clone())
                     .connect_timeout(target.timeout)
-                    .timeout(target.timeout)
-                    .tcp_nodelay(true);
-                Transport::Grpc(endpoint.connect_lazy())
+                    .timeout(target.timeout);
+                let connector = connector.enable_http2().wrap_connector(tcp);
+                Transport::Grpc(endpoint.connect_with_connector_lazy(connector))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(target.timeout));
-                connector.set_nodelay(true);
+                let connector = connector.enable_http1().wrap_connector(tcp);
                 let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(1)
@@ -169,7 +184,7 @@ impl Client {
                 Transport::Http(Box::new(client))
             }
         };
-        Client { target, transport }
+        Ok(Client { target, transport })
     }
 
     /// The endpoint, for messages.
@@ -241,7 +256,9 @@ impl Client {
     ) -> Result<Accepted, Failure> {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| {
-            let reason = if connect_failure(&e) {
+            let reason = if handshake_failure(&e) {
+                Reason::Tls
+            } else if connect_failure(&e) {
                 Reason::Unreachable
             } else {
                 Reason::Unavailable
@@ -357,20 +374,23 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 fn http_error(e: &hyper_util::client::legacy::Error) -> Failure {
     let message = error_chain(e);
+    if handshake_failure(e) {
+        return Failure::new(Reason::Tls, message);
+    }
     if e.is_connect() {
         return Failure::new(Reason::Unreachable, message);
     }
     // A server that does not speak HTTP/1.1 (a gRPC port, a TLS port).
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() {
-                return Failure::new(Reason::NotOtlp, message);
-            }
-        }
-        source = s.source();
-    }
-    Failure::new(Reason::Unavailable, message)
+    let not_http = causes(e).any(|s| {
+        s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() || h.is_parse_status())
+    });
+    let reason = if not_http {
+        Reason::NotOtlp
+    } else {
+        Reason::Unavailable
+    };
+    Failure::new(reason, message)
 }
 
 /// The failure a gRPC status means.
@@ -380,6 +400,7 @@ fn grpc_failure(status: &tonic::Status) -> Failure {
         .get_details_retry_info()
         .map(|info| info.retry_delay.unwrap_or_default());
     let reason = match status.code() {
+        _ if handshake_failure(status) => Reason::Tls,
         Code::Unavailable if connect_failure(status) => Reason::Unreachable,
         Code::Unavailable
         | Code::Cancelled
@@ -409,10 +430,30 @@ fn grpc_failure(status: &tonic::Status) -> Failure {
     }
 }
 
+/// An error and its causes. An `io::Error` wrapping another error leads to
+/// that error (its own `source` skips it).
+pub(super) fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), cause)
+}
+
+fn cause<'a>(
+    e: &&'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    let e: &'a (dyn std::error::Error + 'static) = *e;
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(inner) => Some(inner),
+        None => e.source(),
+    }
+}
+
 /// Whether an error comes from failing to connect (refused, unreachable, name lookup).
 fn connect_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
+    causes(e).any(|s| {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             if matches!(
@@ -429,25 +470,21 @@ fn connect_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         }
         // hyper-util's connector: "tcp connect error", "dns error".
         let text = s.to_string();
-        if text.starts_with("tcp connect error") || text.starts_with("dns error") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+        text.starts_with("tcp connect error") || text.starts_with("dns error")
+    })
 }
 
 /// An error and its causes, one line.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
+    let mut out = String::new();
+    for s in causes(e) {
         let text = s.to_string();
         if !out.contains(&text) {
-            out.push_str(": ");
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
             out.push_str(&text);
         }
-        source = s.source();
     }
     out
 }
@@ -563,6 +600,21 @@ mod tests {
         assert_eq!(failure.retry_after, Some(Duration::from_secs(3)));
     }
 
+    #[test]
+    fn a_tls_error_is_found_inside_nested_io_errors() {
+        // As hyper-rustls hands on tokio-rustls's error.
+        let inner = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::General("bad certificate".into()),
+        );
+        let outer = std::io::Error::other(inner);
+        assert!(super::super::tls::handshake_failure(&outer));
+        assert!(error_chain(&outer).contains("bad certificate"));
+        let plain = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!super::super::tls::handshake_failure(&plain));
+        assert!(connect_failure(&plain));
+    }
+
     fn closed_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -582,7 +634,9 @@ mod tests {
                 protocol,
                 headers: Vec::new(),
                 timeout: Duration::from_secs(5),
-            });
+                tls: None,
+            })
+            .unwrap();
             let failure = client
                 .export(ExportTraceServiceRequest::default())
                 .await

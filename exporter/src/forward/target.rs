@@ -3,6 +3,7 @@
 //! exporter cannot honour stops it with a message naming the variable, rather
 //! than being ignored.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -28,6 +29,20 @@ pub struct Target {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The bound on one export request, connecting included.
     pub timeout: Duration,
+    /// TLS settings, for an `https://` endpoint only.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The certificate files of an `https://` endpoint, each with the variable
+/// that named it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificates (PEM) to trust instead of the host's: `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+    pub ca: Option<(&'static str, PathBuf)>,
+    /// The client's certificate chain (PEM), for mutual TLS: `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`.
+    pub client_certificate: Option<(&'static str, PathBuf)>,
+    /// The client's private key (PEM): `OTEL_EXPORTER_OTLP_CLIENT_KEY`.
+    pub client_key: Option<(&'static str, PathBuf)>,
 }
 
 /// A setting the exporter cannot use.
@@ -43,13 +58,21 @@ pub enum TargetError {
         /// What is wrong.
         why: String,
     },
-    /// TLS is not built in.
-    #[error("{source_name}={value}: lucid-exporter speaks plain http only (no TLS in this build); point it at a collector or agent on the host or cluster network over http://")]
-    Https {
-        /// The flag or variable it came from.
-        source_name: &'static str,
-        /// Its value.
-        value: String,
+    /// A certificate setting for an endpoint without TLS.
+    #[error("{name} is set, but the endpoint {endpoint} is not https://: use an https:// endpoint, or unset {name}")]
+    TlsWithoutHttps {
+        /// The variable.
+        name: &'static str,
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// A client certificate without its key, or the other way round.
+    #[error("{given} is set without {missing}: mutual TLS needs both")]
+    ClientIdentity {
+        /// The variable that is set.
+        given: &'static str,
+        /// The one missing.
+        missing: &'static str,
     },
     /// An unknown protocol.
     #[error("{name}={value}: use grpc, http/protobuf or http/json")]
@@ -171,11 +194,57 @@ impl Target {
                 return Err(TargetError::Compression { name, value });
             }
         }
+        let file = |traces, general| pick(traces, general).map(|(n, v)| (n, PathBuf::from(v)));
+        let files = TlsFiles {
+            ca: file(
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ),
+            client_certificate: file(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            ),
+            client_key: file(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            ),
+        };
+        match (&files.client_certificate, &files.client_key) {
+            (Some((given, _)), None) => {
+                return Err(TargetError::ClientIdentity {
+                    given,
+                    missing: "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                })
+            }
+            (None, Some((given, _))) => {
+                return Err(TargetError::ClientIdentity {
+                    given,
+                    missing: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                })
+            }
+            _ => {}
+        }
+        let tls = if url.scheme_str() == Some("https") {
+            Some(files)
+        } else {
+            let set = [&files.ca, &files.client_certificate, &files.client_key]
+                .into_iter()
+                .flatten()
+                .next();
+            if let Some((name, _)) = set {
+                return Err(TargetError::TlsWithoutHttps {
+                    name,
+                    endpoint: url.to_string(),
+                });
+            }
+            None
+        };
         Ok(Some(Target {
             url,
             protocol,
             headers,
             timeout,
+            tls,
         }))
     }
 }
@@ -196,16 +265,14 @@ fn endpoint_url(
     let uri: Uri = value
         .parse()
         .map_err(|e| bad(&format!("not a URL ({e})")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(TargetError::Https {
-                source_name,
-                value: value.to_owned(),
-            })
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme.to_owned(),
+        _ => {
+            return Err(bad(
+                "use an http:// or https:// URL, for example http://127.0.0.1:4318",
+            ))
         }
-        _ => return Err(bad("use an http:// URL, for example http://127.0.0.1:4318")),
-    }
+    };
     let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
         return Err(bad("the URL names no host"));
     };
@@ -230,7 +297,7 @@ fn endpoint_url(
         None => path,
     };
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme.as_str())
         .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()
@@ -382,9 +449,54 @@ mod tests {
     }
 
     #[test]
+    fn an_https_endpoint_takes_the_certificate_variables() {
+        let t = target(
+            None,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+                ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "/c.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.url.to_string(), "https://c:4318/v1/traces");
+        let tls = t.tls.unwrap();
+        assert_eq!(
+            tls.ca,
+            Some(("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem".into()))
+        );
+        assert_eq!(
+            tls.client_certificate,
+            Some((
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "/c.pem".into()
+            ))
+        );
+        assert!(tls.client_key.is_some());
+        // The host's roots when no CA is named.
+        let t = target(Some("https://c:4318"), &[]).unwrap().unwrap();
+        assert_eq!(t.tls, Some(TlsFiles::default()));
+        assert_eq!(
+            target(Some("http://c:4318"), &[]).unwrap().unwrap().tls,
+            None
+        );
+    }
+
+    #[test]
     fn what_cannot_be_honoured_is_refused_by_name() {
         let err = |flag, vars| target(flag, vars).unwrap_err().to_string();
-        assert!(err(Some("https://c:4318"), &[]).contains("no TLS"));
+        assert!(err(
+            Some("http://c:4318"),
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")]
+        )
+        .contains("OTEL_EXPORTER_OTLP_CERTIFICATE is set, but the endpoint"));
+        assert!(err(
+            Some("https://c:4318"),
+            &[("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem")]
+        )
+        .contains("without OTEL_EXPORTER_OTLP_CLIENT_KEY"));
         assert!(err(Some("c:4318"), &[]).starts_with("--otlp-endpoint=c:4318"));
         assert!(err(Some("http:///x"), &[]).contains("--otlp-endpoint"));
         assert!(err(
