@@ -372,10 +372,15 @@ impl Forwarder {
         let endpoint = self.client.endpoint();
         match failure.reason.next() {
             Next::Retry | Next::Wait => {
-                let wait = match (failure.retry_after, failure.reason.next()) {
-                    (Some(asked), _) => asked.min(MAX_RETRY_AFTER),
-                    (None, Next::Retry) => self.backoff.next_wait(),
-                    (None, _) => self.backoff.max(),
+                let backoff = match failure.reason.next() {
+                    Next::Retry => self.backoff.next_wait(),
+                    _ => self.backoff.max(),
+                };
+                // The delay asked for is a minimum: an endpoint answering
+                // `Retry-After: 0` again and again still gets the backoff.
+                let wait = match failure.retry_after {
+                    Some(asked) => asked.min(MAX_RETRY_AFTER).max(backoff),
+                    None => backoff,
                 };
                 self.retry_at = Some(Instant::now() + wait);
                 let streak = match self.failing {

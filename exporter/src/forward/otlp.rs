@@ -615,6 +615,41 @@ mod tests {
         assert!(connect_failure(&plain));
     }
 
+    /// A server answering every connection with an HTTP/1.1 404.
+    fn http1_server() -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = stream.read(&mut [0u8; 4096]);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_to_an_http1_server_is_not_otlp() {
+        let port = http1_server();
+        let client = Client::new(Target {
+            url: format!("http://127.0.0.1:{port}/").parse().unwrap(),
+            protocol: Protocol::Grpc,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            tls: None,
+        })
+        .unwrap();
+        let failure = client
+            .export(ExportTraceServiceRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::NotOtlp, "{failure:?}");
+    }
+
     fn closed_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
