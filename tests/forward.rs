@@ -452,6 +452,44 @@ fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_acros
 }
 
 #[test]
+fn a_request_in_flight_at_sigterm_is_finished_and_marked_so_a_restart_does_not_resend_it() {
+    let rt = Runtime::new();
+    let state = tempfile::tempdir().expect("a state dir");
+    run_container(&rt, &[]);
+    let receiver = Receiver::start(Behaviour::AcceptAfter(Duration::from_secs(2)));
+    let endpoint = receiver.endpoint();
+    let exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    wait_for(30, "the request to arrive", || {
+        (!receiver.arrivals().is_empty()).then_some(())
+    });
+    // Stopped while the receiver has not answered yet.
+    exporter.terminate();
+    let first = spooled_span_ids(rt.root());
+    assert_exactly_once(&received_ids(&receiver.spans()), &first);
+    let (waiting, sent) = spool_files(rt.root());
+    assert!(
+        waiting.is_empty(),
+        "not marked shipped at exit: {waiting:?}"
+    );
+
+    // A restarted exporter sends what came since, and nothing else.
+    run_container(&rt, &[]);
+    let mut second = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    wait_for(30, "the new batches to be shipped", || {
+        (second.value("lucid_spool_unshipped_batches") == 0.0
+            && second.value("lucid_forward_requests_total") == 1.0)
+            .then_some(())
+    });
+    assert_exactly_once(
+        &received_ids(&receiver.spans()),
+        &spooled_span_ids(rt.root()),
+    );
+    assert_eq!(receiver.arrivals().len(), 2);
+    let (waiting, sent_now) = spool_files(rt.root());
+    assert!(waiting.is_empty() && sent_now.len() > sent.len());
+}
+
+#[test]
 fn a_receiver_answering_503_or_429_with_retry_after_is_retried_after_that_delay() {
     for (status, reason) in [(503, "unavailable"), (429, "throttled")] {
         let rt = Runtime::new();

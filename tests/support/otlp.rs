@@ -29,6 +29,9 @@ pub enum Behaviour {
     Hang,
     /// Answer every request `404 Not Found` (not an OTLP endpoint).
     NotFound,
+    /// As [`Behaviour::Accept`], but answer only after this long (the spans
+    /// are kept when the request has been read).
+    AcceptAfter(Duration),
     /// Answer the first `times` requests with `status` (and `Retry-After:
     /// retry_after` seconds when given), without keeping their spans; then
     /// accept as [`Behaviour::Accept`].
@@ -120,7 +123,8 @@ impl Receiver {
                     };
                     match behaviour {
                         Behaviour::Hang => held.push(stream),
-                        Behaviour::Accept => serve(&mut stream, &seen, None),
+                        Behaviour::Accept => serve(&mut stream, &seen, None, Duration::ZERO),
+                        Behaviour::AcceptAfter(delay) => serve(&mut stream, &seen, None, delay),
                         Behaviour::Refuse {
                             status,
                             retry_after,
@@ -128,9 +132,14 @@ impl Receiver {
                         } => {
                             if refused < times {
                                 refused += 1;
-                                serve(&mut stream, &seen, Some((status, retry_after)));
+                                serve(
+                                    &mut stream,
+                                    &seen,
+                                    Some((status, retry_after)),
+                                    Duration::ZERO,
+                                );
                             } else {
-                                serve(&mut stream, &seen, None);
+                                serve(&mut stream, &seen, None, Duration::ZERO);
                             }
                         }
                         Behaviour::NotFound => {
@@ -254,8 +263,8 @@ impl Write for Stream {
 }
 
 /// Reads one request; answers `refuse` (status, Retry-After) or, without it,
-/// decodes the spans and answers 200.
-fn serve(stream: &mut Stream, seen: &Seen, refuse: Option<(u16, Option<u32>)>) {
+/// decodes the spans and answers 200 after `delay`.
+fn serve(stream: &mut Stream, seen: &Seen, refuse: Option<(u16, Option<u32>)>, delay: Duration) {
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
     let (head_end, length) = loop {
@@ -317,6 +326,7 @@ fn serve(stream: &mut Stream, seen: &Seen, refuse: Option<(u16, Option<u32>)>) {
         }
         None => ("400 Bad Request", Vec::new()),
     };
+    std::thread::sleep(delay);
     let _ = stream.write_all(
         format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
