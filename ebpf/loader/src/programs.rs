@@ -715,11 +715,19 @@ impl Programs {
         Ok(entries(&self.watched_table()?))
     }
 
+    /// The watch of `cgroup_id`, reading only the entries its lookup probes (readers such as
+    /// the exporter call this per container and scrape).
     pub(crate) fn watch_of(&self, cgroup_id: u64) -> Result<Watch, Error> {
-        let table = self.watched_table()?;
-        watched::find(&table, cgroup_id)
-            .map(|index| table[index as usize].watch)
-            .ok_or(Error::NotRegistered(cgroup_id))
+        for index in watched::probes(cgroup_id) {
+            let entry = self.watched.get(&index, 0).map_err(Error::map("WATCHED"))?;
+            if entry.cgroup_id == cgroup_id {
+                return Ok(entry.watch);
+            }
+            if entry.cgroup_id == 0 {
+                break;
+            }
+        }
+        Err(Error::NotRegistered(cgroup_id))
     }
 
     /// Removes what deleted containers and other versions left: containers whose cgroup is

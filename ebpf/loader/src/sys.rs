@@ -451,7 +451,8 @@ pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
         let fd = match bpf(BPF_LINK_GET_FD_BY_ID, &mut by_id) {
             // SAFETY: the kernel returned a new descriptor that nothing else owns.
             Ok(fd) => unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) },
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            // ENOENT: released meanwhile; EAGAIN: still being set up (or torn down).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EAGAIN)) => continue,
             Err(e) => return Err(e),
         };
         // First without buffers: the kernel fills the union by link type, and some types write

@@ -9,7 +9,7 @@ use lucid_ebpf_common::{
 };
 
 /// The entries `cgroup_id`'s lookup probes, in order.
-fn probes(cgroup_id: u64) -> impl Iterator<Item = u32> {
+pub(crate) fn probes(cgroup_id: u64) -> impl Iterator<Item = u32> {
     let home = watched_home(cgroup_id);
     (0..WATCHED_PROBES).map(move |i| (home + i) & (WATCHED_TABLE_SIZE - 1))
 }
