@@ -402,7 +402,18 @@ impl Programs {
         if descendants > 0 {
             self.note_nested(slot, descendants)?;
         }
-        self.sync_syscall_links(&all)?;
+        if let Err(e) = self.sync_syscall_links(&all) {
+            // A new container the kernel will not count is not left registered.
+            if previous.is_none() {
+                if let Err(cleanup) = self.unregister_locked(cgroup.id) {
+                    log::warn!(
+                        "undoing the registration of cgroup {}: {cleanup}",
+                        cgroup.id
+                    );
+                }
+            }
+            return Err(e);
+        }
         Ok(Registered {
             cgroup_id: cgroup.id,
             slot,
