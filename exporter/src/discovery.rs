@@ -42,6 +42,9 @@ pub struct Container {
     pub cgroup_id: Option<u64>,
     /// The set-up phases the init process measured.
     pub phases: Vec<PhaseTiming>,
+    /// The id of the container's trace (32 hex digits), empty when the
+    /// runtime recorded none (state field `trace.trace_id`).
+    pub trace_id: String,
 }
 
 impl Container {
@@ -160,10 +163,10 @@ impl Inventory {
             if self.bad.get(&id) == Some(&key) {
                 continue;
             }
-            match state::read_state(&dir, &id) {
-                Ok(st) => {
+            match read_state(&dir, &id) {
+                Ok((st, trace_id)) => {
                     self.bad.remove(&id);
-                    let container = self.container_of(st);
+                    let container = self.container_of(st, trace_id);
                     self.containers
                         .insert(id.clone(), (key, Arc::new(container)));
                     seen.push(id);
@@ -187,7 +190,7 @@ impl Inventory {
         errors
     }
 
-    fn container_of(&self, st: state::ContainerState) -> Container {
+    fn container_of(&self, st: state::ContainerState, trace_id: String) -> Container {
         let created = humantime::parse_rfc3339(&st.created).unwrap_or(UNIX_EPOCH);
         let labels = ContainerLabels::from_annotations(&st.id, &st.annotations);
         Container {
@@ -199,9 +202,50 @@ impl Inventory {
             open_files: Mutex::default(),
             cgroup_id: st.cgroup.unified_id,
             phases: st.phases,
+            trace_id,
             id: st.id,
         }
     }
+}
+
+/// The part of a state file that names the container's trace. The runtime
+/// writes `"trace": {"trace_id": "<32 hex>", ...}` when telemetry is on; an
+/// older runtime writes no `trace` at all.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TraceField {
+    #[serde(default)]
+    trace: Option<TraceIds>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct TraceIds {
+    #[serde(default)]
+    trace_id: String,
+}
+
+/// Reads a container's state, as [`state::read_state`] does, and the id of its
+/// trace (empty when none is recorded or it is not 32 hex digits), from one read.
+fn read_state(dir: &Path, id: &str) -> Result<(state::ContainerState, String), StateError> {
+    let path = dir.join(STATE_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StateError::NotFound(id.to_owned()))
+        }
+        Err(cause) => return Err(StateError::Io { path, cause }),
+    };
+    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let st: state::ContainerState = serde_json::from_slice(&text).map_err(corrupt)?;
+    let trace: TraceField = serde_json::from_slice(&text).map_err(corrupt)?;
+    let trace_id = trace
+        .trace
+        .map(|t| t.trace_id)
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_default();
+    Ok((st, trace_id))
 }
 
 /// Seconds since the Unix epoch.
@@ -209,4 +253,64 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_state(root: &Path, id: &str, trace: serde_json::Value) -> PathBuf {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut state = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "id": id,
+            "pid": 1,
+            "status": "running",
+            "bundle": "/b",
+            "rootfs": "/b/rootfs",
+            "created": "2026-01-01T00:00:00Z",
+            "config": { "ociVersion": "1.0.2" },
+        });
+        if !trace.is_null() {
+            state["trace"] = trace;
+        }
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_the_state_when_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let with = write_state(
+            root.path(),
+            "with",
+            serde_json::json!({"trace_id": id, "span_id": "00f067aa0ba902b7", "sampled": true}),
+        );
+        assert_eq!(read_state(&with, "with").unwrap().1, id);
+        let without = write_state(root.path(), "without", serde_json::Value::Null);
+        assert_eq!(read_state(&without, "without").unwrap().1, "");
+        let bad = write_state(
+            root.path(),
+            "bad",
+            serde_json::json!({"trace_id": "not hex"}),
+        );
+        assert_eq!(read_state(&bad, "bad").unwrap().1, "");
+        let mut inventory = Inventory::new(root.path(), Vec::new());
+        assert_eq!(inventory.scan(), ScanErrors::default());
+        let traces: Vec<(String, String)> = inventory
+            .containers()
+            .iter()
+            .map(|c| (c.id.clone(), c.trace_id.clone()))
+            .collect();
+        assert_eq!(
+            traces,
+            [
+                ("bad".to_owned(), String::new()),
+                ("with".to_owned(), id.to_owned()),
+                ("without".to_owned(), String::new())
+            ]
+        );
+    }
 }
