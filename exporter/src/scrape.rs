@@ -15,7 +15,7 @@ use crate::discovery::{unix_seconds, Container, Inventory};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{def, render_labels, with_label, Exposition};
 use crate::resources::{Reader, ResourceError, ResourceStats};
-use crate::spool;
+use crate::spool::Spool;
 
 /// Every kind of the `lucid_exporter_errors_total` counter, present from the start at 0.
 pub const ERROR_KINDS: &[&str] = &[
@@ -109,6 +109,7 @@ struct State {
     bpf: Bpf,
     lifecycle: Lifecycle,
     readers: Vec<Reader>,
+    spool: Spool,
 }
 
 /// The exporter's collecting side: everything a `/metrics` response needs.
@@ -146,6 +147,7 @@ impl Exporter {
                 bpf: Bpf::new(&settings.bpf_pin_root, settings.syscall_top_n),
                 lifecycle,
                 readers: (0..threads).map(|_| Reader::new()).collect(),
+                spool: Spool::new(&settings.root),
             }),
             metrics,
         })
@@ -224,7 +226,7 @@ impl Exporter {
         self.metrics.error("ebpf_read", bpf_errors.read);
         self.metrics.error("bpf_stats", bpf_errors.stats);
         put_host(&mut out, &host);
-        match spool::read(state.inventory.root()) {
+        match state.spool.read() {
             Ok(spool) => {
                 out.value("lucid_spool_bytes", "", spool.bytes as f64);
                 out.value("lucid_spool_batches_pending", "", spool.pending as f64);
