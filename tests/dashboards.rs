@@ -308,6 +308,7 @@ fn model_problems(file: &str, dashboard: &Value) -> Vec<String> {
         problem("no panels".into());
     }
     let mut ids = HashSet::new();
+    let mut titles = HashSet::new();
     let mut boxes: Vec<(String, u64, u64, u64, u64)> = Vec::new();
     for p in &panels {
         let title = p["title"].as_str().unwrap_or_default();
@@ -356,6 +357,9 @@ fn model_problems(file: &str, dashboard: &Value) -> Vec<String> {
                 problem(format!("open row {id} must hold its panels at top level"));
             }
             continue;
+        }
+        if !titles.insert(title) {
+            problem(format!("two panels are titled {title:?}"));
         }
         if p["description"].as_str().unwrap_or_default().is_empty() {
             problem(format!("panel {id} ({title}) has no description"));
