@@ -1036,6 +1036,10 @@ fn every_panel_query_returns_data_from_prometheus_scraping_real_containers() {
             "BPF program run time",
             "sum(lucid_bpf_program_runs_total) > 0".to_owned(),
         ),
+        (
+            "the spooled spans",
+            "lucid_spool_batches_pending > 0 and lucid_spool_bytes > 0".to_owned(),
+        ),
     ] {
         wait_for(90, what, || (!prom.query(&promql).is_empty()).then_some(()));
     }
@@ -1103,5 +1107,30 @@ fn every_panel_query_returns_data_from_prometheus_scraping_real_containers() {
         failures.join("\n")
     );
     assert!(evaluated > 80, "only {evaluated} queries evaluated");
+
+    // The slowest-containers table carries the trace id the runtime recorded,
+    // which its Tempo and Jaeger links open.
+    let startup = &dashboards["container-startup.json"];
+    let table = all_panels(startup)
+        .into_iter()
+        .find(|p| p["type"] == "table" && p["title"] == "Slowest recent containers")
+        .expect("the slowest containers table");
+    let values = pick_variables(&mut prom, startup, &picks[1], &range, &builtins)
+        .expect("the variables resolve");
+    let expr = interpolate(
+        table["targets"][0]["expr"].as_str().expect("an expr"),
+        &values,
+    )
+    .expect("the variables interpolate");
+    let rows = evaluate(&mut prom, &expr, true, &range).expect("the table's query");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(rt.root().join(&web).join("state.json")).expect("web's state"),
+    )
+    .expect("state.json is JSON");
+    let recorded = state["trace"]["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(recorded.len(), 32, "web's state records no trace: {state}");
+    let row = &rows["result"][0]["metric"];
+    assert_eq!(row["container_id"], json!(web), "{rows}");
+    assert_eq!(row["trace_id"], json!(recorded), "{rows}");
     eprintln!("{evaluated} panel queries returned data");
 }

@@ -43,7 +43,7 @@ pub struct Container {
     /// The set-up phases the init process measured.
     pub phases: Vec<PhaseTiming>,
     /// The id of the container's trace (32 hex digits), empty when the
-    /// runtime recorded none (state field `trace.trace_id`).
+    /// runtime recorded none (telemetry off).
     pub trace_id: String,
 }
 
@@ -163,10 +163,10 @@ impl Inventory {
             if self.bad.get(&id) == Some(&key) {
                 continue;
             }
-            match read_state(&dir, &id) {
-                Ok((st, trace_id)) => {
+            match state::read_state(&dir, &id) {
+                Ok(st) => {
                     self.bad.remove(&id);
-                    let container = self.container_of(st, trace_id);
+                    let container = self.container_of(st);
                     self.containers
                         .insert(id.clone(), (key, Arc::new(container)));
                     seen.push(id);
@@ -190,7 +190,7 @@ impl Inventory {
         errors
     }
 
-    fn container_of(&self, st: state::ContainerState, trace_id: String) -> Container {
+    fn container_of(&self, st: state::ContainerState) -> Container {
         let created = humantime::parse_rfc3339(&st.created).unwrap_or(UNIX_EPOCH);
         let labels = ContainerLabels::from_annotations(&st.id, &st.annotations);
         Container {
@@ -202,50 +202,14 @@ impl Inventory {
             open_files: Mutex::default(),
             cgroup_id: st.cgroup.unified_id,
             phases: st.phases,
-            trace_id,
+            trace_id: st
+                .trace
+                .map(|t| t.trace_id)
+                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .unwrap_or_default(),
             id: st.id,
         }
     }
-}
-
-/// The part of a state file that names the container's trace. The runtime
-/// writes `"trace": {"trace_id": "<32 hex>", ...}` when telemetry is on; an
-/// older runtime writes no `trace` at all.
-#[derive(Debug, Default, serde::Deserialize)]
-struct TraceField {
-    #[serde(default)]
-    trace: Option<TraceIds>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct TraceIds {
-    #[serde(default)]
-    trace_id: String,
-}
-
-/// Reads a container's state, as [`state::read_state`] does, and the id of its
-/// trace (empty when none is recorded or it is not 32 hex digits), from one read.
-fn read_state(dir: &Path, id: &str) -> Result<(state::ContainerState, String), StateError> {
-    let path = dir.join(STATE_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StateError::NotFound(id.to_owned()))
-        }
-        Err(cause) => return Err(StateError::Io { path, cause }),
-    };
-    let corrupt = |e: serde_json::Error| StateError::Corrupt {
-        path: path.clone(),
-        message: e.to_string(),
-    };
-    let st: state::ContainerState = serde_json::from_slice(&text).map_err(corrupt)?;
-    let trace: TraceField = serde_json::from_slice(&text).map_err(corrupt)?;
-    let trace_id = trace
-        .trace
-        .map(|t| t.trace_id)
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or_default();
-    Ok((st, trace_id))
 }
 
 /// Seconds since the Unix epoch.
@@ -259,7 +223,7 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
 mod tests {
     use super::*;
 
-    fn write_state(root: &Path, id: &str, trace: serde_json::Value) -> PathBuf {
+    fn write_state(root: &Path, id: &str, trace: serde_json::Value) {
         let dir = root.join(id);
         std::fs::create_dir_all(&dir).unwrap();
         let mut state = serde_json::json!({
@@ -276,27 +240,23 @@ mod tests {
             state["trace"] = trace;
         }
         std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
-        dir
     }
 
     #[test]
     fn the_trace_id_is_read_from_the_state_when_recorded() {
         let root = tempfile::tempdir().unwrap();
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
-        let with = write_state(
+        write_state(
             root.path(),
             "with",
             serde_json::json!({"trace_id": id, "span_id": "00f067aa0ba902b7", "sampled": true}),
         );
-        assert_eq!(read_state(&with, "with").unwrap().1, id);
-        let without = write_state(root.path(), "without", serde_json::Value::Null);
-        assert_eq!(read_state(&without, "without").unwrap().1, "");
-        let bad = write_state(
+        write_state(root.path(), "without", serde_json::Value::Null);
+        write_state(
             root.path(),
             "bad",
             serde_json::json!({"trace_id": "not hex"}),
         );
-        assert_eq!(read_state(&bad, "bad").unwrap().1, "");
         let mut inventory = Inventory::new(root.path(), Vec::new());
         assert_eq!(inventory.scan(), ScanErrors::default());
         let traces: Vec<(String, String)> = inventory

@@ -204,6 +204,7 @@ mod tests {
                     name: (*n).into(),
                     start_ns: *s,
                     end_ns: *e,
+                    ..Default::default()
                 })
                 .collect(),
         })

@@ -1,11 +1,11 @@
 //! The span spool's depth: how much the runtime has spooled under its state
 //! root, and how many batches still wait to be shipped to an OTLP endpoint.
 //!
-//! The layout is the runtime's: `<root>/@spool/usage` holds the total size of
-//! the batch files in bytes (decimal digits and a newline), and each batch is
-//! a file `<root>/@spool/<container-id>/<trace>/<name>.json`, renamed to
-//! `<name>.json.sent` once shipped; names starting with `.` are batches being
-//! written. The runtime evicts whole trace directories at any moment, so a
+//! The layout is the runtime's (`docs/spool.md`, `lucid::telemetry::spool`):
+//! `<root>/@spool/usage` holds the total size of the batch files in bytes, and
+//! each batch is a file `<root>/@spool/<container-id>/<trace>/<name>.json`,
+//! renamed to `<name>.json.sent` once shipped; names starting with `.` are
+//! batches being written. The runtime evicts whole trace directories at any moment, so a
 //! directory that vanishes during the walk is not an error. The exporter only
 //! reads here.
 //!
@@ -23,11 +23,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The spool's directory name under the state root (`@` cannot appear in a
-/// container ID, so it never collides with a container's state directory).
-pub const SPOOL_DIR: &str = "@spool";
-/// The file holding the spool's total size in bytes.
-pub const USAGE_FILE: &str = "usage";
+use lucid::telemetry::spool::{BATCH_SUFFIX, SENT_SUFFIX, SPOOL_DIR, USAGE_FILE};
 
 /// A directory modified this recently may change again within the same
 /// timestamp tick (file times are coarse): it is listed again.
@@ -126,8 +122,8 @@ fn count(dir: &Path, mtime_ns: i128) -> Result<Option<Trace>, SpoolError> {
         if name.starts_with('.') {
             continue;
         }
-        let pending = name.ends_with(".json");
-        if !pending && !name.ends_with(".json.sent") {
+        let pending = name.ends_with(BATCH_SUFFIX);
+        if !pending && !name.ends_with(SENT_SUFFIX) {
             continue;
         }
         trace.pending += u64::from(pending);

@@ -4,7 +4,7 @@
 //! the command line (in [`cli`]) and reports errors. The dependency arrows run
 //! one way: CLI → [`container`] (one file per lifecycle operation) → the
 //! concerns ([`spec`], [`state`], [`cgroups`], [`namespaces`], [`rootfs`],
-//! [`process`], [`hooks`]).
+//! [`process`], [`hooks`], [`telemetry`]).
 
 pub mod cgroups;
 pub mod cli;
@@ -19,5 +19,6 @@ pub mod rootfs;
 pub mod signals;
 pub mod spec;
 pub mod state;
+pub mod telemetry;
 
 pub use error::{Error, Result};

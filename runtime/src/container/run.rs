@@ -9,7 +9,9 @@ use nix::unistd::Pid;
 
 use super::create::{create, CreateOptions};
 use crate::state::StateDir;
+use crate::telemetry::step;
 use crate::{Error, Result};
+use tracing::info_span;
 
 /// Settings of `run`.
 #[derive(Debug, Clone, Default)]
@@ -26,11 +28,13 @@ pub struct RunOptions {
 /// the container's, or 128+N if a signal N killed it.
 pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
     if options.detach {
-        create(
-            root,
-            &options.create,
-            SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty()),
-        )?;
+        step(info_span!("create"), || {
+            create(
+                root,
+                &options.create,
+                SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty()),
+            )
+        })?;
         start_or_remove(root, &options.create.id)?;
         return Ok(0);
     }
@@ -48,19 +52,29 @@ pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
     let mut previous = SigSet::empty();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&waited), Some(&mut previous))
         .map_err(|e| Error::os("blocking signals", e))?;
-    let created = create(root, &options.create, previous)?;
+    let created = step(info_span!("create"), || {
+        create(root, &options.create, previous)
+    })?;
     start_or_remove(root, &options.create.id)?;
-    let code = wait_and_forward(Pid::from_raw(created.pid), &waited)?;
+    // Write out create and start now: the container may run for long.
+    crate::telemetry::flush();
+    let code = step(info_span!("wait"), || {
+        let code = wait_and_forward(Pid::from_raw(created.pid), &waited)?;
+        crate::telemetry::annotate("process.exit.code", i64::from(code));
+        Ok::<_, Error>(code)
+    })?;
     if !options.keep {
-        let dir = StateDir::open(root, &options.create.id)?;
-        let state = dir.read()?;
-        super::delete::destroy(dir, &state)?;
+        step(info_span!("delete"), || -> Result<()> {
+            let dir = StateDir::open(root, &options.create.id)?;
+            let state = dir.read()?;
+            super::delete::destroy(dir, &state)
+        })?;
     }
     Ok(code)
 }
 
 fn start_or_remove(root: &Path, id: &str) -> Result<()> {
-    if let Err(e) = super::start::start(root, id) {
+    if let Err(e) = step(info_span!("start"), || super::start::start(root, id)) {
         if let Err(cleanup) = super::delete::delete(root, id, true) {
             log::warn!("removing {id} after a failed start: {cleanup}");
         }

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use nix::sys::signal::{SigHandler, SigSet, Signal};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use super::channel::{Channel, InitMessage, PhaseTiming, RuntimeMessage};
+use super::channel::{Channel, InitMessage, PhaseTiming, RuntimeMessage, StartMessage};
 use super::setup;
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::{self, NamespacePlan, OpenedJoins};
@@ -75,6 +75,10 @@ fn now_ns() -> u64 {
         .unwrap_or_default()
 }
 
+fn thread_cpu_ns() -> u64 {
+    super::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
 /// Phase timings recorded so far.
 #[derive(Default)]
 struct Phases(Vec<PhaseTiming>);
@@ -85,14 +89,49 @@ impl Phases {
         name: &'static str,
         f: impl FnOnce() -> Result<T, Failure>,
     ) -> Result<T, Failure> {
+        self.run_with(name, Vec::new(), f)
+    }
+
+    /// Runs a phase whose span carries `attributes`.
+    fn run_with<T>(
+        &mut self,
+        name: &'static str,
+        attributes: Vec<(String, String)>,
+        f: impl FnOnce() -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         let start_ns = now_ns();
+        let cpu = thread_cpu_ns();
         let result = f();
         self.0.push(PhaseTiming {
             name: name.to_owned(),
             start_ns,
             end_ns: now_ns(),
+            cpu_ns: Some(thread_cpu_ns().saturating_sub(cpu)),
+            attributes,
+            error: result.as_ref().err().map(|f| f.message.clone()),
         });
         result
+    }
+
+    /// Runs each hook of `kind` as a phase of its own.
+    fn run_hooks(
+        &mut self,
+        kind: HookKind,
+        list: &[oci_spec::runtime::Hook],
+        state: &HookState,
+    ) -> Result<(), Failure> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let name = kind.span_name();
+        let stdin = serde_json::to_vec(state).map_err(fail(name))?;
+        for hook in list {
+            let attributes = vec![("hook.path".to_owned(), hook.path().display().to_string())];
+            self.run_with(name, attributes, || {
+                hooks::run(kind, hook, &stdin).map_err(fail(name))
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -119,10 +158,11 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
         // used by the child; closing them cannot invalidate anything it holds.
         unsafe { libc::close(*fd) };
     }
+    let mut phases = Phases::default();
     let result = match role {
         Role::Intermediate => intermediate(config, channel).map(|()| 0),
         Role::DirectInit | Role::ForkedInit => {
-            init(config, channel, role).map(|never| match never {})
+            init(config, channel, role, &mut phases).map(|never| match never {})
         }
     };
     match result {
@@ -131,6 +171,7 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
             let _ = channel.send(&InitMessage::Failed {
                 phase: failure.phase.to_owned(),
                 message: failure.message,
+                phases: phases.0,
             });
             exit(1)
         }
@@ -240,7 +281,12 @@ fn write_time_offsets(spec: &Spec) -> Result<(), String> {
 }
 
 /// The init process: set-up, then wait on the exec FIFO, then exec.
-fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible, Failure> {
+fn init(
+    config: &InitConfig,
+    channel: &Channel,
+    role: Role,
+    phases: &mut Phases,
+) -> Result<Infallible, Failure> {
     set_name("lucid:init");
     let direct = role == Role::DirectInit;
     if direct {
@@ -255,7 +301,6 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
         phase: "process.setup",
         message: "config.json has no process".into(),
     })?;
-    let mut phases = Phases::default();
     phases.run("namespaces.join", || {
         if direct {
             match wait_for(channel, "namespaces.join")? {
@@ -320,17 +365,11 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
         bundle: config.bundle,
         annotations: &annotations,
     };
-    let create_container = HookKind::CreateContainer.hooks(spec);
-    if !create_container.is_empty() {
-        phases.run("hook.createContainer", || {
-            hooks::run_all(
-                HookKind::CreateContainer,
-                &create_container,
-                &hook_state(Status::Creating),
-            )
-            .map_err(fail("hook.createContainer"))
-        })?;
-    }
+    phases.run_hooks(
+        HookKind::CreateContainer,
+        &HookKind::CreateContainer.hooks(spec),
+        &hook_state(Status::Creating),
+    )?;
     phases.run("rootfs.pivot", || {
         if config.no_pivot {
             rootfs::move_root(config.rootfs).map_err(fail("rootfs.pivot"))?;
@@ -358,30 +397,47 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
     // The runtime that waits for Ready is about to exit: stop dying with it.
     set_parent_death_signal(0);
     channel
-        .send(&InitMessage::Ready { phases: phases.0 })
+        .send(&InitMessage::Ready {
+            phases: std::mem::take(&mut phases.0),
+        })
         .map_err(fail("init.ready"))?;
     let mut fifo = wait_for_start(config.exec_fifo).map_err(|f| exec_failure(&f.message))?;
     // startContainer hooks run after `start` opened the FIFO and before it
     // hears back, so a failing hook fails `start`.
-    if !start_container.is_empty() {
-        if let Err(e) = hooks::run_all(
-            HookKind::StartContainer,
-            &start_container,
-            &hook_state(Status::Created),
-        ) {
-            let _ = fifo.write_all(format!("{START_FAILED}{e}").as_bytes());
-            exit(1);
-        }
+    let mut start_phases = Phases::default();
+    if let Err(failure) = start_phases.run_hooks(
+        HookKind::StartContainer,
+        &start_container,
+        &hook_state(Status::Created),
+    ) {
+        let message = StartMessage::HookFailed {
+            phases: start_phases.0,
+            message: failure.message,
+        };
+        let _ = fifo.write_all(&message.to_line());
+        exit(1);
     }
-    fifo.write_all(START_OK)
+    let started = StartMessage::Started {
+        phases: start_phases.0,
+        exec_start_ns: now_ns(),
+    };
+    fifo.write_all(&started.to_line())
         .map_err(|e| exec_failure(&format!("writing the exec FIFO: {e}")))?;
-    drop(fifo);
-    prepare_exec(config).map_err(|e| exec_failure(&e))?;
+    // The FIFO stays open (close-on-exec) through execve: `start` reads its
+    // end of file as the moment of exec.
+    if let Err(e) = prepare_exec(config) {
+        let _ = fifo.write_all(&StartMessage::ExecFailed { message: e.clone() }.to_line());
+        return Err(exec_failure(&e));
+    }
     let err = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
-    Err(exec_failure(&format!(
-        "exec {}: {err}",
-        program.to_string_lossy()
-    )))
+    let message = format!("exec {}: {err}", program.to_string_lossy());
+    let _ = fifo.write_all(
+        &StartMessage::ExecFailed {
+            message: message.clone(),
+        }
+        .to_line(),
+    );
+    Err(exec_failure(&message))
 }
 
 /// Whether the init process must stop for the runtime (prestart and
@@ -404,12 +460,8 @@ fn exec_failure(message: &str) -> Failure {
     exit(127)
 }
 
-/// What the init process writes on the exec FIFO when it goes on to exec.
-pub const START_OK: &[u8] = b"0";
-/// The prefix of what it writes when a startContainer hook failed.
-pub const START_FAILED: &str = "1";
-
-/// Blocks until `start` opens the exec FIFO; returns it for the answer.
+/// Blocks until `start` opens the exec FIFO; returns it (close-on-exec) for
+/// the [`StartMessage`]s.
 fn wait_for_start(fifo: &OwnedFd) -> Result<std::fs::File, Failure> {
     // The FIFO is reopened through /proc (now the container's own procfs)
     // because it lives outside the new root.

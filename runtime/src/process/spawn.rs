@@ -149,9 +149,17 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
                     return Err(ProcessError::InitDied(exit_status(pid)));
                 }
             }
-            Some(InitMessage::Ready { phases }) => break phases,
-            Some(InitMessage::Failed { phase, message }) => {
-                return Err(ProcessError::InitFailed { phase, message })
+            Some(InitMessage::Ready { phases }) => {
+                crate::telemetry::record_phases(&phases);
+                break phases;
+            }
+            Some(InitMessage::Failed {
+                phase,
+                message,
+                phases,
+            }) => {
+                crate::telemetry::record_phases(&phases);
+                return Err(ProcessError::InitFailed { phase, message });
             }
             Some(other) => {
                 return Err(ProcessError::InitDied(format!(
@@ -178,7 +186,7 @@ fn expect(
     wanted: impl Fn(&InitMessage) -> bool,
 ) -> Result<InitMessage, ProcessError> {
     match channel.recv::<InitMessage>()? {
-        Some(InitMessage::Failed { phase, message }) => {
+        Some(InitMessage::Failed { phase, message, .. }) => {
             Err(ProcessError::InitFailed { phase, message })
         }
         Some(message) if wanted(&message) => Ok(message),
