@@ -684,7 +684,7 @@ fn every_metric_a_dashboard_uses_is_in_docs_metrics_md() {
         "container_cpu_usage_seconds_total",
         "lucid_container_syscalls_total",
         "lucid_exporter_scrape_duration_seconds",
-        "lucid_spool_batches_pending",
+        "lucid_spool_unshipped_batches",
     ] {
         assert!(
             used.contains(name),
@@ -1038,7 +1038,7 @@ fn every_panel_query_returns_data_from_prometheus_scraping_real_containers() {
         ),
         (
             "the spooled spans",
-            "lucid_spool_batches_pending > 0 and lucid_spool_bytes > 0".to_owned(),
+            "lucid_spool_unshipped_batches > 0 and lucid_spool_unshipped_bytes > 0".to_owned(),
         ),
     ] {
         wait_for(90, what, || (!prom.query(&promql).is_empty()).then_some(()));

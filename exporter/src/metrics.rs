@@ -228,11 +228,11 @@ pub const METRICS: &[MetricDef] = &[
     def!("lucid_bpf_program_runs_total", Counter, &["program"],
         "Runs of each of lucid's BPF programs, while kernel.bpf_stats_enabled is 1.",
         "bpf_prog_info run_cnt of the pinned programs and links"),
-    def!("lucid_spool_bytes", Gauge, &[],
-        "Bytes of span batches in the runtime's spool, shipped or not.",
-        "<root>/@spool/usage (the batch files added up when it is missing)"),
-    def!("lucid_spool_batches_pending", Gauge, &[],
-        "Span batches in the runtime's spool not shipped to an OTLP endpoint yet.",
+    def!("lucid_spool_unshipped_batches", Gauge, &[],
+        "Batches in the runtime's span spool waiting to be shipped.",
+        "*.json files under <root>/@spool/<container>/<trace>/"),
+    def!("lucid_spool_unshipped_bytes", Gauge, &[],
+        "Bytes of the batches in the runtime's span spool waiting to be shipped.",
         "*.json files under <root>/@spool/<container>/<trace>/"),
 ];
 

@@ -228,8 +228,16 @@ impl Exporter {
         put_host(&mut out, &host);
         match state.spool.read() {
             Ok(spool) => {
-                out.value("lucid_spool_bytes", "", spool.bytes as f64);
-                out.value("lucid_spool_batches_pending", "", spool.pending as f64);
+                out.value(
+                    "lucid_spool_unshipped_batches",
+                    "",
+                    spool.unshipped_batches as f64,
+                );
+                out.value(
+                    "lucid_spool_unshipped_bytes",
+                    "",
+                    spool.unshipped_bytes as f64,
+                );
             }
             Err(e) => {
                 log::warn!("{e}");

@@ -1,8 +1,7 @@
-//! The span spool's depth: how much the runtime has spooled under its state
-//! root, and how many batches still wait to be shipped to an OTLP endpoint.
+//! The span spool's depth: the batches (and their bytes) the runtime spooled
+//! under its state root that still wait to be shipped to an OTLP endpoint.
 //!
 //! The layout is the runtime's (`docs/spool.md`, `lucid::telemetry::spool`):
-//! `<root>/@spool/usage` holds the total size of the batch files in bytes, and
 //! each batch is a file `<root>/@spool/<container-id>/<trace>/<name>.json`,
 //! renamed to `<name>.json.sent` once shipped; names starting with `.` are
 //! batches being written. The runtime evicts whole trace directories at any moment, so a
@@ -23,20 +22,19 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lucid::telemetry::spool::{BATCH_SUFFIX, SENT_SUFFIX, SPOOL_DIR, USAGE_FILE};
+use lucid::telemetry::spool::{BATCH_SUFFIX, SPOOL_DIR};
 
 /// A directory modified this recently may change again within the same
 /// timestamp tick (file times are coarse): it is listed again.
 const RACY_NS: i128 = 1_000_000_000;
 
-/// What the spool holds.
+/// What waits in the spool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
-    /// Bytes of batch files: the `usage` file, or the files' sizes added up
-    /// when it is missing or unreadable.
-    pub bytes: u64,
     /// Batch files not shipped yet (`*.json`).
-    pub pending: u64,
+    pub unshipped_batches: u64,
+    /// Their bytes.
+    pub unshipped_bytes: u64,
 }
 
 /// Why the spool could not be read.
@@ -53,8 +51,7 @@ pub struct SpoolError {
 #[derive(Debug, Clone, Copy)]
 struct Trace {
     mtime_ns: i128,
-    pending: u64,
-    bytes: u64,
+    unshipped: SpoolStats,
 }
 
 /// One container directory's trace directories when it was last listed.
@@ -106,30 +103,25 @@ fn is_dir(entry: &std::fs::DirEntry) -> bool {
     entry.file_type().is_ok_and(|t| t.is_dir())
 }
 
-/// Counts a trace directory's batches.
+/// Counts a trace directory's unshipped batches.
 fn count(dir: &Path, mtime_ns: i128) -> Result<Option<Trace>, SpoolError> {
     let Some(batches) = list(dir)? else {
         return Ok(None);
     };
-    let mut trace = Trace {
-        mtime_ns,
-        pending: 0,
-        bytes: 0,
-    };
+    let mut unshipped = SpoolStats::default();
     for batch in batches {
         let name = batch.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') {
+        if name.starts_with('.') || !name.ends_with(BATCH_SUFFIX) {
             continue;
         }
-        let pending = name.ends_with(BATCH_SUFFIX);
-        if !pending && !name.ends_with(SENT_SUFFIX) {
-            continue;
-        }
-        trace.pending += u64::from(pending);
-        trace.bytes += batch.metadata().map_or(0, |m| m.len());
+        unshipped.unshipped_batches += 1;
+        unshipped.unshipped_bytes += batch.metadata().map_or(0, |m| m.len());
     }
-    Ok(Some(trace))
+    Ok(Some(Trace {
+        mtime_ns,
+        unshipped,
+    }))
 }
 
 impl Spool {
@@ -141,7 +133,7 @@ impl Spool {
         }
     }
 
-    /// What the spool holds now; no spool is an empty one.
+    /// What waits in the spool now; no spool is an empty one.
     pub fn read(&mut self) -> Result<SpoolStats, SpoolError> {
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -152,7 +144,6 @@ impl Spool {
             return Ok(SpoolStats::default());
         };
         let mut stats = SpoolStats::default();
-        let mut summed = 0;
         let mut seen = Vec::with_capacity(entries.len());
         for entry in entries.into_iter().filter(is_dir) {
             let name = entry.file_name();
@@ -185,18 +176,14 @@ impl Spool {
                 };
                 *cached = current;
                 if let Some(t) = current {
-                    stats.pending += t.pending;
-                    summed += t.bytes;
+                    stats.unshipped_batches += t.unshipped.unshipped_batches;
+                    stats.unshipped_bytes += t.unshipped.unshipped_bytes;
                 }
             }
             seen.push(name);
         }
         self.containers
             .retain(|name, _| seen.iter().any(|s| s == name));
-        let usage = std::fs::read_to_string(self.dir.join(USAGE_FILE))
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok());
-        stats.bytes = usage.unwrap_or(summed);
         Ok(stats)
     }
 }
@@ -228,33 +215,18 @@ mod tests {
     }
 
     #[test]
-    fn unshipped_batches_are_pending_and_usage_gives_the_size() {
+    fn only_unshipped_batches_count() {
         let root = tempfile::tempdir().unwrap();
         batch(root.path(), "c1", "t1-s1", "001-1.json", 10);
         batch(root.path(), "c1", "t1-s1", "002-1.json.sent", 20);
         batch(root.path(), "c1", "t1-s1", ".003-1.tmp", 5);
         batch(root.path(), "c2", "t2-s2", "001-2.json", 30);
-        std::fs::write(root.path().join(SPOOL_DIR).join(USAGE_FILE), "60\n").unwrap();
+        std::fs::write(root.path().join(SPOOL_DIR).join("usage"), "65\n").unwrap();
         assert_eq!(
             Spool::new(root.path()).read().unwrap(),
             SpoolStats {
-                bytes: 60,
-                pending: 2
-            }
-        );
-    }
-
-    #[test]
-    fn without_usage_the_batch_files_are_added_up() {
-        let root = tempfile::tempdir().unwrap();
-        batch(root.path(), "c1", "t1-s1", "001-1.json", 10);
-        batch(root.path(), "c1", "t1-s1", "002-1.json.sent", 20);
-        batch(root.path(), "c1", "t1-s1", ".003-1.tmp", 5);
-        assert_eq!(
-            Spool::new(root.path()).read().unwrap(),
-            SpoolStats {
-                bytes: 30,
-                pending: 1
+                unshipped_batches: 2,
+                unshipped_bytes: 40
             }
         );
     }
@@ -269,22 +241,22 @@ mod tests {
         set_mtime(&trace, 1_000_000);
         set_mtime(&spool.join("c1"), 1_000_000);
         let mut s = Spool::new(root.path());
-        assert_eq!(s.read().unwrap().pending, 2);
+        assert_eq!(s.read().unwrap().unshipped_batches, 2);
         // A batch shipped while the directory's time is put back: the cached count
         // stands, which proves the directory was not listed again.
         std::fs::rename(trace.join("001-1.json"), trace.join("001-1.json.sent")).unwrap();
         set_mtime(&trace, 1_000_000);
-        assert_eq!(s.read().unwrap().pending, 2);
+        assert_eq!(s.read().unwrap().unshipped_batches, 2);
         // Its time changes, as a rename does: listed again.
         set_mtime(&trace, 2_000_000);
-        assert_eq!(s.read().unwrap().pending, 1);
+        assert_eq!(s.read().unwrap().unshipped_batches, 1);
         // A recent change is never trusted, and a new trace directory is found.
         batch(root.path(), "c1", "t2-s2", "001-1.json", 10);
-        assert_eq!(s.read().unwrap().pending, 2);
+        assert_eq!(s.read().unwrap().unshipped_batches, 2);
         // An evicted trace and a removed container leave the count.
         std::fs::remove_dir_all(spool.join("c1")).unwrap();
         batch(root.path(), "c2", "t3-s3", "001-1.json", 10);
-        assert_eq!(s.read().unwrap().pending, 1);
+        assert_eq!(s.read().unwrap().unshipped_batches, 1);
         std::fs::remove_dir_all(&spool).unwrap();
         assert_eq!(s.read().unwrap(), SpoolStats::default());
     }
