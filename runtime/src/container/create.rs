@@ -1,8 +1,8 @@
-//! `lucid create`: load and check the spec, make the state directory and the
-//! cgroups, spawn the init process and take it through set-up; return once it
-//! blocks on the exec FIFO.
+//! `lucid create`: load and check the spec, compile its seccomp profile,
+//! make the state directory and the cgroups, spawn the init process and take
+//! it through set-up; return once it blocks on the exec FIFO.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -10,13 +10,14 @@ use nix::sys::signal::SigSet;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::cgroups::Cgroup;
+use crate::cgroups::{Cgroup, CgroupError};
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::{self, NamespacePlan};
-use crate::process::init::InitConfig;
-use crate::process::{spawn_init, PhaseTiming, SpawnRequest};
+use crate::process::init::{ContainerSetup, InitConfig};
+use crate::process::{spawn_init, PhaseTiming, ProcessError, SpawnRequest};
+use crate::seccomp::Program;
 use crate::state::{ContainerState, StateDir, Status};
-use crate::{spec, Error, Result};
+use crate::{spec, terminal, Error, Result};
 
 /// Settings of `create` (and of the create half of `run`).
 #[derive(Debug, Clone, Default)]
@@ -33,6 +34,14 @@ pub struct CreateOptions {
     pub no_new_keyring: bool,
     /// Pass descriptors 3..3+N to the container's process.
     pub preserve_fds: i32,
+    /// Descriptors 3..3+N the runtime was socket-activated with (LISTEN_FDS
+    /// for this process): passed first, announced to the container's process
+    /// as LISTEN_FDS=N and LISTEN_PID=1, as runc does.
+    pub listen_fds: i32,
+    /// The unix socket to send the pty master to (`process.terminal`).
+    pub console_socket: Option<PathBuf>,
+    /// The unix socket to send a pidfd of the init process to.
+    pub pidfd_socket: Option<PathBuf>,
 }
 
 /// A container `create` made.
@@ -44,6 +53,84 @@ pub struct Created {
     pub pidfd: Option<OwnedFd>,
     /// Set-up phases measured inside the init process.
     pub phases: Vec<PhaseTiming>,
+    /// For a foreground `run` of a terminal container: the socket the pty
+    /// master arrives on.
+    pub console: Option<OwnedFd>,
+}
+
+/// Who receives a terminal container's pty master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attach {
+    /// `create` and `run --detach`: the caller, through `--console-socket`.
+    Detached,
+    /// A foreground `run`: lucid itself, which relays the pty.
+    Foreground,
+}
+
+/// runc's rules for terminals and console sockets; returns the console
+/// socket to give the init process and, in the foreground, the end lucid
+/// keeps.
+fn console_sockets(
+    terminal: bool,
+    socket: Option<&Path>,
+    attach: Attach,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    match (attach, terminal, socket) {
+        (Attach::Foreground, _, Some(_)) => Err(Error::Unsupported(
+            "--console-socket: a foreground run relays the terminal itself: use --detach to hand the pty to a console socket"
+                .into(),
+        )),
+        (Attach::Foreground, true, None) => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .map_err(|e| Error::os("making the console socket pair", e))?;
+            Ok((Some(OwnedFd::from(theirs)), Some(OwnedFd::from(ours))))
+        }
+        (Attach::Detached, true, None) => Err(Error::Unsupported(
+            "config.json: process.terminal: a detached container's terminal goes to a console socket: pass --console-socket, or set process.terminal to false"
+                .into(),
+        )),
+        (Attach::Detached, false, Some(_)) => Err(Error::Unsupported(
+            "--console-socket: config.json does not set process.terminal, so there is no pty to send"
+                .into(),
+        )),
+        (Attach::Detached, true, Some(path)) => {
+            Ok((Some(terminal::connect("--console-socket", path)?), None))
+        }
+        (_, false, None) => Ok((None, None)),
+    }
+}
+
+/// Checks that descriptors 3..3+count are open, so that none of the
+/// runtime's own can take a missing one's number and leak to the container.
+pub(crate) fn check_preserved_fds(count: i32) -> Result<()> {
+    for fd in 3..3 + count.max(0) {
+        // SAFETY: F_GETFD on any number has no memory effects.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(Error::Unsupported(format!(
+                "--preserve-fds: descriptor {fd} is not open: pass only descriptors lucid inherits"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The state `hooks` and the seccomp listener see.
+fn hook_state<'a>(
+    spec: &'a Spec,
+    id: &'a str,
+    status: Status,
+    pid: Option<i32>,
+    bundle: &'a Path,
+    annotations: &'a std::collections::HashMap<String, String>,
+) -> HookState<'a> {
+    HookState {
+        oci_version: spec.version(),
+        id,
+        status,
+        pid,
+        bundle,
+        annotations,
+    }
 }
 
 /// Undoes a half-made container unless disarmed: kills its processes, runs
@@ -114,7 +201,19 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// Creates the container; `sigmask` is the mask its process gets at exec.
 pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<Created> {
+    create_attached(root, options, sigmask, Attach::Detached)
+}
+
+/// Creates the container, its terminal going where `attach` says.
+pub(crate) fn create_attached(
+    root: &Path,
+    options: &CreateOptions,
+    sigmask: SigSet,
+    attach: Attach,
+) -> Result<Created> {
     crate::state::validate_id(&options.id)?;
+    let preserve_fds = options.listen_fds + options.preserve_fds;
+    check_preserved_fds(preserve_fds)?;
     let bundle = absolute(&options.bundle)?;
     let spec = spec::load(&bundle)?;
     let checked = spec::validate(&spec, &bundle)?;
@@ -125,6 +224,30 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         }
         .into());
     }
+    crate::lsm::check_spec(&spec)?;
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(Program::compile)
+        .transpose()?;
+    // validate() made sure there is a process.
+    let mut process = spec.process().clone().unwrap_or_default();
+    if options.listen_fds > 0 {
+        let env = process.env_mut().get_or_insert_with(Vec::new);
+        env.push(format!("LISTEN_FDS={}", options.listen_fds));
+        env.push("LISTEN_PID=1".to_owned());
+    }
+    let (console_socket, console_ours) = console_sockets(
+        process.terminal() == Some(true),
+        options.console_socket.as_deref(),
+        attach,
+    )?;
+    let pidfd_socket = options
+        .pidfd_socket
+        .as_deref()
+        .map(|p| terminal::connect("--pidfd-socket", p))
+        .transpose()?;
     let plan = NamespacePlan::from_spec(&spec);
     let joins =
         namespaces::open_joins(&plan).map_err(|e| Error::os("opening a namespace to join", e))?;
@@ -149,6 +272,7 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         init_start_time: 0,
         cgroup: Default::default(),
         own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
+        no_new_keyring: options.no_new_keyring,
         phases: Vec::new(),
         config: spec.clone(),
     };
@@ -158,7 +282,27 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
     state.cgroup = cgroup.paths().clone();
     dir.write(&state)?;
     cleanup.cgroup = Some(cgroup.clone());
-    cgroup.create(&spec)?;
+    match cgroup.create(&spec) {
+        Ok(()) => {}
+        // Without root and without a cgroup delegated to the caller, runc runs
+        // the container in the caller's cgroup; so does lucid.
+        Err(CgroupError::Io { path, source })
+            if !nix::unistd::geteuid().is_root()
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            log::debug!(
+                "no cgroup delegated to this user ({}: {source}): {} runs in the caller's cgroup, its device rules unenforced",
+                path.display(),
+                options.id
+            );
+            cgroup = Cgroup::from_paths(&Default::default());
+            cleanup.cgroup = Some(cgroup.clone());
+        }
+        Err(e) => return Err(e.into()),
+    }
     state.cgroup = cgroup.paths().clone();
     let fifo_path = dir.exec_fifo();
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
@@ -185,32 +329,40 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         .map_err(|e| Error::os(format!("opening {}", fifo_path.display()), e))?;
     let fifo = OwnedFd::from(fifo);
     let cgroup_mounts = cgroup.mount_sources();
+    let mut close_now = vec![dir.lock_fd()];
+    close_now.extend(console_ours.as_ref().map(|fd| fd.as_raw_fd()));
+    close_now.extend(pidfd_socket.as_ref().map(|fd| fd.as_raw_fd()));
     let init = InitConfig {
         id: &options.id,
         spec: &spec,
-        rootfs: &checked.rootfs,
-        bundle: &bundle,
+        process: &process,
         plan: &plan,
         joins: &joins,
-        cgroups: &cgroup_mounts,
-        exec_fifo: &fifo,
-        no_pivot: options.no_pivot,
+        container: Some(ContainerSetup {
+            rootfs: &checked.rootfs,
+            bundle: &bundle,
+            cgroups: &cgroup_mounts,
+            exec_fifo: &fifo,
+            no_pivot: options.no_pivot,
+        }),
+        seccomp: seccomp.as_ref(),
+        console_socket: console_socket.as_ref().map(|fd| fd.as_raw_fd()),
         no_new_keyring: options.no_new_keyring,
-        preserve_fds: options.preserve_fds,
+        preserve_fds,
         sigmask,
-        close_now: vec![dir.lock_fd()],
+        close_now,
     };
     let annotations = state.annotations.clone();
     let mut spawned_pid = None;
     let mut runtime_hooks = |pid: i32| {
-        let hook_state = HookState {
-            oci_version: spec.version(),
-            id: &options.id,
-            status: Status::Creating,
-            pid: Some(pid),
-            bundle: &bundle,
-            annotations: &annotations,
-        };
+        let hook_state = hook_state(
+            &spec,
+            &options.id,
+            Status::Creating,
+            Some(pid),
+            &bundle,
+            &annotations,
+        );
         hooks::run_all(
             HookKind::Prestart,
             &HookKind::Prestart.hooks(&spec),
@@ -230,14 +382,33 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
             log::warn!("recording the init pid of {}: {e}", options.id);
         }
     };
+    let mut on_notify = |fd: OwnedFd, pid: i32| -> Result<(), ProcessError> {
+        let Some(program) = &seccomp else {
+            return Ok(());
+        };
+        let state = hook_state(
+            &spec,
+            &options.id,
+            Status::Creating,
+            Some(pid),
+            &bundle,
+            &annotations,
+        );
+        Ok(program.send_to_listener(&fd, pid, &state)?)
+    };
     let result = spawn_init(SpawnRequest {
         init,
         cgroup: &cgroup,
         runtime_hooks: &mut runtime_hooks,
         on_pid: &mut on_pid,
+        on_notify: &mut on_notify,
     });
+    drop(console_socket);
     cleanup.pid = spawned_pid;
     let spawned = result?;
+    if let Some(socket) = &pidfd_socket {
+        send_pidfd(socket, spawned.pidfd.as_ref(), "standard")?;
+    }
     state.pid = spawned.pid.as_raw();
     state.init_start_time = crate::process::start_time(state.pid).unwrap_or_default();
     state.status = Status::Created;
@@ -251,7 +422,24 @@ pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<C
         pid: state.pid,
         pidfd: spawned.pidfd,
         phases: spawned.phases,
+        console: console_ours,
     })
+}
+
+/// Sends a pidfd of the process over `--pidfd-socket`, with runc's payload
+/// (`standard` for the init process, `setns` for `exec`).
+pub(crate) fn send_pidfd(socket: &OwnedFd, pidfd: Option<&OwnedFd>, kind: &str) -> Result<()> {
+    let pidfd = pidfd.ok_or_else(|| {
+        Error::Unsupported(
+            "--pidfd-socket: this kernel gives no pidfd (Linux 5.3 or later needed)".into(),
+        )
+    })?;
+    terminal::send_fd(
+        socket.as_fd().as_raw_fd(),
+        kind.as_bytes(),
+        pidfd.as_raw_fd(),
+    )
+    .map_err(|e| Error::os("sending the pidfd to --pidfd-socket", e))
 }
 
 /// The host uid and gid that are root inside the container.
@@ -270,7 +458,7 @@ fn container_root_ids(spec: &Spec) -> (u32, u32) {
 }
 
 /// Writes the pid atomically (readers such as containerd never see a partial file).
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let path = absolute(path)?;
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
