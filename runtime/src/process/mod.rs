@@ -32,6 +32,14 @@ pub enum ProcessError {
         /// What went wrong.
         message: String,
     },
+    /// A process `exec` started reported a failure.
+    #[error("the process failed in {phase}: {message}")]
+    ExecFailed {
+        /// The phase (`process.setup`, `init.exec`, …).
+        phase: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The init process died without saying why.
     #[error("init process exited during set-up ({0})")]
     InitDied(String),

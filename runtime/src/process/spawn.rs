@@ -73,7 +73,10 @@ pub fn spawn_init(request: SpawnRequest) -> Result<Spawned, ProcessError> {
 /// `None` and every namespace is joined) and waits until it has exec'd. On
 /// error, every process spawned is killed before returning.
 pub fn spawn_exec(request: SpawnRequest) -> Result<Spawned, ProcessError> {
-    spawn(request)
+    spawn(request).map_err(|e| match e {
+        ProcessError::InitFailed { phase, message } => ProcessError::ExecFailed { phase, message },
+        other => other,
+    })
 }
 
 fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
