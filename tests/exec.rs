@@ -261,19 +261,43 @@ fn exec_tty_relays_a_pty_in_the_foreground() {
     let (id, _bundle) = running(&rt, "exec-tty", |_| {});
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave: OwnedFd = pty.slave;
+    let ws = libc::winsize {
+        ws_row: 33,
+        ws_col: 77,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize that lives for the call.
+    assert_eq!(
+        unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    let before = nix::sys::termios::tcgetattr(&slave).unwrap();
     let out = rt
         .command()
-        .args(["exec", "--tty", &id, "sh", "-c", "tty; exit 4"])
+        .args(["exec", "--tty", &id, "sh", "-c", "tty; stty size; exit 4"])
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave.try_clone().unwrap()))
         .status()
         .unwrap();
     assert_eq!(out.code(), Some(4));
-    let mut buf = [0u8; 4096];
-    let n = nix::unistd::read(&pty.master, &mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut text = String::new();
+    while !text.contains("33 77") {
+        let mut pfd = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&pty.master),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)).unwrap();
+        assert!(ready > 0, "no size from the exec'd process: {text}");
+        let mut buf = [0u8; 4096];
+        let n = nix::unistd::read(&pty.master, &mut buf).unwrap();
+        assert!(n > 0, "{text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     assert!(text.contains("/dev/pts/"), "{text}");
+    let after = nix::sys::termios::tcgetattr(&slave).unwrap();
+    assert_eq!(after.local_flags, before.local_flags);
 }
 
 #[test]
@@ -349,17 +373,23 @@ fn exec_preserves_descriptors_it_is_asked_to() {
         "-c",
         "echo through-fd-3 >&3",
     ]);
-    // SAFETY: dup2 in the child before exec; both descriptors are valid.
+    // SAFETY: dup2 and fcntl in the child before exec, on valid descriptors.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec set.
+            let ret = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if ret < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let status = command.status().unwrap();
-    assert!(status.success());
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_to_string(&out_path).unwrap(),
         "through-fd-3\n"

@@ -106,31 +106,40 @@ fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// A container's pty, relayed to the caller's terminal.
+pub struct Relay {
+    master: OwnedFd,
+    terminal: Option<RawTerminal>,
+}
+
+impl Relay {
+    /// Prepares the relay of `master`: the caller's terminal, if it has one,
+    /// goes into raw mode now (before the container's process runs, so none
+    /// of its output meets the caller's line discipline) until the relay ends.
+    pub fn new(master: OwnedFd) -> Result<Relay> {
+        nix::fcntl::fcntl(
+            &master,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Error::os("making the pty non-blocking", e))?;
+        let terminal = RawTerminal::enter()?;
+        Ok(Relay { master, terminal })
+    }
+}
+
 /// Waits for `pid`, forwarding every signal but SIGCHLD (and SIGWINCH when
-/// relaying a pty, which resizes the pty instead). With `pty`, the caller's
-/// terminal goes into raw mode, stdin flows to the pty and the pty to stdout;
-/// the mode is restored before returning.
-pub fn wait(pid: Pid, signals: &Signals, pty: Option<OwnedFd>) -> Result<i32> {
+/// relaying a pty, which resizes the pty instead). With `relay`, stdin flows
+/// to the pty and the pty to stdout; the caller's terminal mode is restored
+/// before returning.
+pub fn wait(pid: Pid, signals: &Signals, relay: Option<Relay>) -> Result<i32> {
     let sigfd = SignalFd::with_flags(
         &signals.waited,
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )
     .map_err(|e| Error::os("opening a signalfd", e))?;
-    let terminal = match &pty {
-        Some(master) => {
-            nix::fcntl::fcntl(
-                master,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            )
-            .map_err(|e| Error::os("making the pty non-blocking", e))?;
-            let terminal = RawTerminal::enter()
-                .map_err(|e| Error::os("preparing the terminal", std::io::Error::other(e)))?;
-            if let Some(size) = terminal.as_ref().and_then(RawTerminal::size) {
-                let _ = crate::terminal::set_size(master.as_fd(), size);
-            }
-            terminal
-        }
-        None => None,
+    let (pty, terminal) = match relay {
+        Some(Relay { master, terminal }) => (Some(master), terminal),
+        None => (None, None),
     };
     // SAFETY: the stdio descriptors stay open for the life of the process.
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };

@@ -199,6 +199,15 @@ pub struct WindowSize {
     pub cols: u16,
 }
 
+/// The spec's `consoleSize` for a window size.
+pub fn console_box(size: WindowSize) -> oci_spec::runtime::Box {
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u64::from(size.rows))
+        .width(u64::from(size.cols))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Sets a terminal's window size.
 pub fn set_size(fd: BorrowedFd<'_>, size: WindowSize) -> std::io::Result<()> {
     let ws = libc::winsize {
@@ -284,6 +293,17 @@ pub fn attach_stdio(slave: &OwnedFd) -> Result<(), TerminalError> {
         ));
     }
     Ok(())
+}
+
+/// The size of the caller's terminal: the first of stdin, stdout and stderr
+/// that is one.
+pub fn caller_size() -> Option<WindowSize> {
+    (0..3).find_map(|fd| {
+        // SAFETY: the stdio descriptors stay open for the life of the process.
+        get_size(unsafe { BorrowedFd::borrow_raw(fd) })
+            .ok()
+            .filter(|size| size.rows > 0 && size.cols > 0)
+    })
 }
 
 /// The caller's terminal, switched to raw mode while a foreground `run` or

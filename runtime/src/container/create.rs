@@ -63,8 +63,9 @@ pub struct Created {
 pub(crate) enum Attach {
     /// `create` and `run --detach`: the caller, through `--console-socket`.
     Detached,
-    /// A foreground `run`: lucid itself, which relays the pty.
-    Foreground,
+    /// A foreground `run`: lucid itself, which relays the pty to the
+    /// caller's terminal, whose size the pty gets from the start.
+    Foreground(Option<terminal::WindowSize>),
 }
 
 /// runc's rules for terminals and console sockets; returns the console
@@ -76,11 +77,11 @@ fn console_sockets(
     attach: Attach,
 ) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
     match (attach, terminal, socket) {
-        (Attach::Foreground, _, Some(_)) => Err(Error::Unsupported(
+        (Attach::Foreground(_), _, Some(_)) => Err(Error::Unsupported(
             "--console-socket: a foreground run relays the terminal itself: use --detach to hand the pty to a console socket"
                 .into(),
         )),
-        (Attach::Foreground, true, None) => {
+        (Attach::Foreground(_), true, None) => {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| Error::os("making the console socket pair", e))?;
             Ok((Some(OwnedFd::from(theirs)), Some(OwnedFd::from(ours))))
@@ -243,6 +244,9 @@ pub(crate) fn create_attached(
         options.console_socket.as_deref(),
         attach,
     )?;
+    if let (Attach::Foreground(Some(size)), Some(_)) = (attach, &console_ours) {
+        process.set_console_size(Some(terminal::console_box(size)));
+    }
     let pidfd_socket = options
         .pidfd_socket
         .as_deref()

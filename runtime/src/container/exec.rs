@@ -18,7 +18,7 @@ use oci_spec::runtime::{Capability, LinuxCapabilities, Process};
 
 use super::create::{check_preserved_fds, send_pidfd, write_pid_file};
 use crate::cgroups::Cgroup;
-use crate::foreground::{self, Signals};
+use crate::foreground::{self, Relay, Signals};
 use crate::hooks::HookState;
 use crate::namespaces;
 use crate::process::init::InitConfig;
@@ -266,7 +266,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
         }
     }
     let container_process = state.config.process().clone().unwrap_or_default();
-    let (process, origin) = match &options.process {
+    let (mut process, origin) = match &options.process {
         ExecProcess::File(path) => (
             from_file(&container_process, path)?,
             format!("--process {}", path.display()),
@@ -309,6 +309,10 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
         (false, true, None) => {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| Error::os("making the console socket pair", e))?;
+            // The pty starts at the size of the terminal it is relayed to.
+            if let Some(size) = terminal::caller_size() {
+                process.set_console_size(Some(terminal::console_box(size)));
+            }
             (Some(OwnedFd::from(theirs)), Some(OwnedFd::from(ours)))
         }
         (true, true, None) => {
@@ -413,16 +417,16 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
     let Some(signals) = signals else {
         return Ok(0);
     };
-    let master = match &console_ours {
-        Some(socket) => Some(
+    let relay = match &console_ours {
+        Some(socket) => Some(Relay::new(
             terminal::recv_fd(socket.as_fd())
                 .map(|(_, master)| master)
                 .map_err(|e| Error::os("receiving the process's pty", e))?,
-        ),
+        )?),
         None => None,
     };
     drop(console_ours);
-    foreground::wait(pid, &signals, master)
+    foreground::wait(pid, &signals, relay)
 }
 
 #[cfg(test)]

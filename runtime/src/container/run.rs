@@ -9,7 +9,7 @@ use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 
 use super::create::{create, create_attached, Attach, CreateOptions};
-use crate::foreground::{self, Signals};
+use crate::foreground::{self, Relay, Signals};
 use crate::state::StateDir;
 use crate::{Error, Result};
 
@@ -44,22 +44,25 @@ pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
         root,
         &options.create,
         signals.previous(),
-        Attach::Foreground,
+        Attach::Foreground(crate::terminal::caller_size()),
     )?;
     // A terminal container's init sent its pty master during create.
-    let master = match &created.console {
-        Some(socket) => match crate::terminal::recv_fd(socket.as_fd()) {
-            Ok((_, master)) => Some(master),
+    let relay = match &created.console {
+        Some(socket) => match crate::terminal::recv_fd(socket.as_fd())
+            .map_err(|e| Error::os("receiving the container's pty", e))
+            .and_then(|(_, master)| Relay::new(master))
+        {
+            Ok(relay) => Some(relay),
             Err(e) => {
                 remove(root, id);
-                return Err(Error::os("receiving the container's pty", e));
+                return Err(e);
             }
         },
         None => None,
     };
     drop(created.console);
     start_or_remove(root, id)?;
-    let code = foreground::wait(Pid::from_raw(created.pid), &signals, master)?;
+    let code = foreground::wait(Pid::from_raw(created.pid), &signals, relay)?;
     if !options.keep {
         let dir = StateDir::open(root, id)?;
         let state = dir.read()?;

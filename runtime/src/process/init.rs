@@ -151,8 +151,7 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
     // Until exec, /proc/PID/exe is the lucid binary: a process of the
     // container must not be able to open it (or ptrace this one). exec makes
     // the process dumpable again.
-    // SAFETY: prctl with integer arguments has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    set_dumpable(false);
     for fd in &config.close_now {
         // SAFETY: these descriptors belong to the runtime's side and are not
         // used by the child; closing them cannot invalidate anything it holds.
@@ -189,6 +188,11 @@ fn set_name(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr(), 0, 0, 0) };
 }
 
+fn set_dumpable(dumpable: bool) {
+    // SAFETY: prctl with integer arguments has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) };
+}
+
 fn set_parent_death_signal(signal: i32) {
     // SAFETY: prctl with integer arguments has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) };
@@ -220,8 +224,12 @@ fn intermediate(config: &InitConfig, channel: &Channel) -> Result<(), Failure> {
     set_parent_death_signal(libc::SIGKILL);
     let plan = config.plan;
     config.joins.enter(None).map_err(fail("namespaces.join"))?;
-    if plan.is_new(LinuxNamespaceType::User) {
+    let new_user = plan.is_new(LinuxNamespaceType::User);
+    if new_user {
         namespaces::unshare(&[LinuxNamespaceType::User]).map_err(fail("namespaces.join"))?;
+        // A runtime without root can write our id maps only while /proc/PID
+        // is ours, which it is not while we are undumpable (runc does this too).
+        set_dumpable(true);
         channel
             .send(&InitMessage::UserNamespaceReady)
             .map_err(fail("namespaces.join"))?;
@@ -234,6 +242,9 @@ fn intermediate(config: &InitConfig, channel: &Channel) -> Result<(), Failure> {
                 message: format!("unexpected message {other:?}"),
             })
         }
+    }
+    if new_user {
+        set_dumpable(false);
     }
     if plan.has_user() {
         // Become root of the user namespace, so that the rest of set-up runs
