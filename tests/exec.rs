@@ -505,3 +505,37 @@ fn exec_of_a_missing_program_leaves_no_process_behind() {
     );
     assert_eq!(container_pids(&id), BTreeSet::from([pid]));
 }
+
+#[test]
+fn exec_lsm_flags_are_refused_without_the_lsm() {
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'));
+    assert!(
+        !apparmor && !std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+        "this test proves the refusal on a host without AppArmor and SELinux"
+    );
+    let rt = Runtime::new();
+    let (id, _bundle) = running(&rt, "exec-lsm", |_| {});
+    let pid = init_pid(&rt, &id) as i32;
+    let out = rt.lucid(&["exec", "--apparmor", "lucid-test", &id, "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("AppArmor is not enabled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = rt.lucid(&[
+        "exec",
+        "--process-label",
+        "system_u:system_r:container_t:s0",
+        &id,
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("SELinux is not enabled"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(container_pids(&id), BTreeSet::from([pid]));
+}

@@ -19,8 +19,10 @@ const SELINUX_MAGIC: i64 = 0xf97c_ff8c;
 #[derive(Debug, thiserror::Error)]
 pub enum LsmError {
     /// The spec asks for an LSM the host does not run.
-    #[error("config.json: {field}: {lsm} is not enabled on this host: remove the field, or run on a host with {lsm}")]
+    #[error("{origin}: {field}: {lsm} is not enabled on this host: remove the field, or run on a host with {lsm}")]
     NotEnabled {
+        /// The document (`config.json`, `--process FILE`) or command (`exec`).
+        origin: String,
         /// The field, as a JSON path.
         field: String,
         /// `AppArmor` or `SELinux`.
@@ -67,18 +69,28 @@ fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-/// Checks that the LSMs a process asks for are enabled (`prefix` is the
-/// process's JSON path: `process`, or `process.json` for `exec`).
-pub fn check_process(process: &Process, prefix: &str) -> Result<(), LsmError> {
+/// Checks that the LSMs a process asks for are enabled; `origin` names the
+/// document or command, `prefix` the process's JSON path in it (empty for a
+/// process file).
+pub fn check_process(process: &Process, origin: &str, prefix: &str) -> Result<(), LsmError> {
+    let field = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
     if given(process.apparmor_profile()).is_some() && !apparmor_enabled() {
         return Err(LsmError::NotEnabled {
-            field: format!("{prefix}.apparmorProfile"),
+            origin: origin.to_owned(),
+            field: field("apparmorProfile"),
             lsm: "AppArmor",
         });
     }
     if given(process.selinux_label()).is_some() && !selinux_enabled() {
         return Err(LsmError::NotEnabled {
-            field: format!("{prefix}.selinuxLabel"),
+            origin: origin.to_owned(),
+            field: field("selinuxLabel"),
             lsm: "SELinux",
         });
     }
@@ -88,11 +100,12 @@ pub fn check_process(process: &Process, prefix: &str) -> Result<(), LsmError> {
 /// Checks every label of a container's configuration.
 pub fn check_spec(spec: &Spec) -> Result<(), LsmError> {
     if let Some(process) = spec.process() {
-        check_process(process, "process")?;
+        check_process(process, "config.json", "process")?;
     }
     let mount_label = spec.linux().as_ref().and_then(|l| given(l.mount_label()));
     if mount_label.is_some() && !selinux_enabled() {
         return Err(LsmError::NotEnabled {
+            origin: "config.json".into(),
             field: "linux.mountLabel".into(),
             lsm: "SELinux",
         });

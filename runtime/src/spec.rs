@@ -481,12 +481,15 @@ fn make_rootless(config: &mut serde_json::Value, uid: u32, gid: u32) {
                     mount["source"] = json!("/sys");
                     mount["options"] = json!(["rbind", "nosuid", "noexec", "nodev", "ro"]);
                 }
-                Some("/dev/pts") => {
+                // An unprivileged user cannot give files to ids it does not map.
+                _ => {
                     if let Some(options) = mount["options"].as_array_mut() {
-                        options.retain(|o| o != "gid=5");
+                        options.retain(|o| {
+                            !o.as_str()
+                                .is_some_and(|o| o.starts_with("uid=") || o.starts_with("gid="))
+                        });
                     }
                 }
-                _ => {}
             }
         }
     }
@@ -555,6 +558,16 @@ mod tests {
         assert!(!types.contains(&"network".to_owned()));
         assert!(config["linux"].get("resources").is_none());
         assert_eq!(config["linux"]["uidMappings"][0]["size"], 1);
+        let options: Vec<&str> = config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["options"].as_array().into_iter().flatten())
+            .filter_map(|o| o.as_str())
+            .collect();
+        assert!(!options
+            .iter()
+            .any(|o| o.starts_with("gid=") || o.starts_with("uid=")));
     }
 
     #[test]

@@ -289,7 +289,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
         }
         other => other.into(),
     })?;
-    crate::lsm::check_process(&process, if prefix.is_empty() { &origin } else { prefix })?;
+    crate::lsm::check_process(&process, &origin, prefix)?;
     let seccomp = state
         .config
         .linux()
