@@ -240,40 +240,48 @@ fn filter_without_no_new_privileges_loads_and_leaves_no_capability_behind() {
 /// and the state, and answers every notified call with `answer`.
 fn listener(path: &Path, answer: i64) -> std::thread::JoinHandle<(Value, Vec<String>)> {
     let socket = UnixListener::bind(path).expect("binding the listener socket");
-    std::thread::spawn(move || {
-        let (conn, _) = socket.accept().expect("the runtime connects");
-        let (state, fd) = recv_with_fd(&conn);
-        let state: Value = serde_json::from_slice(&state).expect("the state is JSON");
-        let mut calls = Vec::new();
-        loop {
-            let mut pfd = [nix::poll::PollFd::new(
-                fd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-            if pfd[0]
-                .revents()
-                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
-            {
-                break;
-            }
-            let Ok(req) = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()) else {
-                break;
-            };
-            calls.push(req.data.syscall.get_name().unwrap_or_default());
-            let resp = libseccomp::ScmpNotifResp::new_val(
-                req.id,
-                answer,
-                libseccomp::ScmpNotifRespFlags::empty(),
-            );
-            let _ = resp.respond(fd.as_raw_fd());
+    std::thread::spawn(move || serve(&socket, answer))
+}
+
+/// Serves one connection: the state, then the notified calls until the
+/// filtered processes are gone.
+fn serve(socket: &UnixListener, answer: i64) -> (Value, Vec<String>) {
+    let (conn, _) = socket.accept().expect("the runtime connects");
+    let (state, fd) = recv_with_fd(&conn);
+    let state: Value = serde_json::from_slice(&state).expect("the state is JSON");
+    let mut calls = Vec::new();
+    loop {
+        let mut pfd = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => break,
         }
-        (state, calls)
-    })
+        if pfd[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
+        {
+            break;
+        }
+        let Ok(req) = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()) else {
+            break;
+        };
+        calls.push(req.data.syscall.get_name().unwrap_or_default());
+        let resp = libseccomp::ScmpNotifResp::new_val(
+            req.id,
+            answer,
+            libseccomp::ScmpNotifRespFlags::empty(),
+        );
+        let _ = resp.respond(fd.as_raw_fd());
+        // Once answered, an exec'd process's filter has done its part.
+        if state["state"]["status"] == "running" {
+            break;
+        }
+    }
+    (state, calls)
 }
 
 fn recv_with_fd(conn: &std::os::unix::net::UnixStream) -> (Vec<u8>, OwnedFd) {
@@ -532,5 +540,36 @@ fn pidfd_socket_receives_a_pidfd_of_the_init_process() {
     assert_eq!(ret, 0);
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn exec_hands_its_own_notify_fd_to_the_listener() {
+    let rt = Runtime::new();
+    let id = unique_id("sc-notify-exec");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let socket = std::sync::Arc::new(UnixListener::bind(&path).unwrap());
+    let for_init = socket.clone();
+    let init_agent = std::thread::spawn(move || serve(&for_init, 1));
+    let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": path,
+            "syscalls": [{ "names": ["getppid"], "action": "SCMP_ACT_NOTIFY" }]
+        });
+    });
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let exec_agent = std::thread::spawn(move || serve(&socket, 4343));
+    let out = rt.ok(&["exec", &id, "sh", "-c", "echo ppid=$PPID"]);
+    let (state, calls) = exec_agent.join().unwrap();
+    assert!(out.contains("ppid=4343"), "{out}");
+    assert!(calls.iter().any(|c| c == "getppid"), "{calls:?}");
+    assert_eq!(state["state"]["status"], "running", "{state}");
+    assert_eq!(state["state"]["id"], id.as_str(), "{state}");
+    rt.ok(&["delete", "--force", &id]);
+    let (init_state, _) = init_agent.join().unwrap();
+    assert_eq!(init_state["state"]["status"], "creating", "{init_state}");
     assert_nothing_left(&rt, &id, bundle.path());
 }
