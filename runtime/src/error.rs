@@ -1,7 +1,7 @@
 //! The library's error type: one variant per concern, each carrying that
 //! concern's own error.
 
-use crate::{cgroups, hooks, lsm, process, rootfs, seccomp, spec, state, terminal};
+use crate::{cgroups, ebpf, hooks, lsm, process, rootfs, seccomp, spec, state, terminal};
 
 /// Everything that can go wrong in a lifecycle operation.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,9 @@ pub enum Error {
     /// Creating, filling or removing the container's cgroups.
     #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
+    /// Attaching or reading the eBPF programs.
+    #[error(transparent)]
+    Ebpf(#[from] ebpf::EbpfError),
     /// Setting up the root filesystem.
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
@@ -50,12 +53,12 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
     /// An operating-system call failed outside any one concern.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Os {
         /// What was being done.
         context: String,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -64,10 +67,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An OS error with the step that failed.
-    pub fn os(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+    pub fn os(context: impl Into<String>, cause: impl Into<std::io::Error>) -> Self {
         Error::Os {
             context: context.into(),
-            source: source.into(),
+            cause: cause.into(),
         }
     }
 }

@@ -63,14 +63,14 @@ impl HookKind {
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     /// It could not be started.
-    #[error("{kind} hook {path}: {source}")]
+    #[error("{kind} hook {path}: {cause}")]
     Spawn {
         /// The hook point.
         kind: &'static str,
         /// The hook's program.
         path: String,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// It exited unsuccessfully.
     #[error("{kind} hook {path} failed ({status}){output}")]
@@ -135,10 +135,10 @@ pub fn run_all(kind: HookKind, hooks: &[Hook], state: &HookState) -> Result<(), 
 pub fn run(kind: HookKind, hook: &Hook, stdin: &[u8]) -> Result<(), HookError> {
     let path = hook.path().display().to_string();
     let kind_name = kind.name();
-    let spawn_err = |source| HookError::Spawn {
+    let spawn_err = |cause| HookError::Spawn {
         kind: kind_name,
         path: path.clone(),
-        source,
+        cause,
     };
     let mut command = Command::new(hook.path());
     let args = hook.args().clone().unwrap_or_default();

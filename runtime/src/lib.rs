@@ -9,6 +9,7 @@
 pub mod cgroups;
 pub mod cli;
 pub mod container;
+pub mod ebpf;
 pub mod error;
 pub mod foreground;
 pub mod hooks;

@@ -29,7 +29,7 @@ pub enum LsmError {
         lsm: &'static str,
     },
     /// Writing a label failed.
-    #[error("setting the {what} to {label:?} through {path}: {source}")]
+    #[error("setting the {what} to {label:?} through {path}: {cause}")]
     Write {
         /// `AppArmor profile`, `SELinux exec label`, …
         what: &'static str,
@@ -38,7 +38,7 @@ pub enum LsmError {
         /// The attribute file.
         path: String,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -131,11 +131,11 @@ fn write_attr(
         .write(true)
         .open(&path)
         .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
-        .map_err(|source| LsmError::Write {
+        .map_err(|cause| LsmError::Write {
             what,
             label: label.to_owned(),
             path,
-            source,
+            cause,
         })
 }
 
@@ -187,11 +187,11 @@ pub fn label_mqueue(path: &Path, spec: &Spec) -> Result<(), LsmError> {
     let Some(label) = spec.linux().as_ref().and_then(|l| given(l.mount_label())) else {
         return Ok(());
     };
-    let error = |source| LsmError::Write {
+    let error = |cause| LsmError::Write {
         what: "SELinux mount label",
         label: label.to_owned(),
         path: path.display().to_string(),
-        source,
+        cause,
     };
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| error(std::io::ErrorKind::InvalidInput.into()))?;

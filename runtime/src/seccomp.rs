@@ -44,23 +44,23 @@ pub enum SeccompError {
         reason: String,
     },
     /// libseccomp refused a step of building the filter.
-    #[error("building the seccomp filter: {what}: {source}")]
+    #[error("building the seccomp filter: {what}: {cause}")]
     Library {
         /// The step.
         what: String,
         /// libseccomp's error.
-        source: libseccomp::error::SeccompError,
+        cause: libseccomp::error::SeccompError,
     },
     /// Reading the compiled program back failed.
     #[error("exporting the seccomp filter: {0}")]
     Export(std::io::Error),
     /// The notify listener could not be reached or did not take the fd.
-    #[error("seccomp listener {path}: {source}: start the listener before the container")]
+    #[error("seccomp listener {path}: {cause}: start the listener before the container")]
     Listener {
         /// The listener's socket.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -74,9 +74,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SeccompError 
 fn library(
     what: impl Into<String>,
 ) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
-    move |source| SeccompError::Library {
+    move |cause| SeccompError::Library {
         what: what.into(),
-        source,
+        cause,
     }
 }
 
@@ -372,9 +372,9 @@ impl Program {
         let Some(path) = &self.listener else {
             return Ok(());
         };
-        let error = |source| SeccompError::Listener {
+        let error = |cause| SeccompError::Listener {
             path: path.clone(),
-            source,
+            cause,
         };
         let mut message = serde_json::json!({
             "ociVersion": state.oci_version,

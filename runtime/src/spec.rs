@@ -22,12 +22,12 @@ pub enum SpecError {
         path: PathBuf,
     },
     /// The file exists but cannot be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid JSON or does not match the OCI runtime spec.
     #[error("{path}: {field}: {message}")]
@@ -62,13 +62,13 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 /// Reads and parses `config.json` from `bundle` (the `spec.load` step).
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join(CONFIG_FILE);
-    let text = std::fs::read(&path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    let text = std::fs::read(&path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             SpecError::NotFound { path: path.clone() }
         } else {
             SpecError::Read {
                 path: path.clone(),
-                source,
+                cause,
             }
         }
     })?;
@@ -430,12 +430,6 @@ fn reject_unsupported(spec: &Spec) -> Result<(), SpecError> {
         if linux.net_devices().is_some() {
             return refuse("linux.netDevices");
         }
-        crate::cgroups::check_supported(linux.resources().as_ref()).map_err(|field| {
-            invalid(
-                field,
-                "is not supported by this version of lucid: remove it from the bundle",
-            )
-        })?;
     }
     Ok(())
 }
@@ -508,14 +502,14 @@ pub fn write_template(bundle: &Path, rootless: bool) -> Result<PathBuf, SpecErro
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(SpecError::Exists(path))
         }
-        Err(source) => return Err(SpecError::Read { path, source }),
+        Err(cause) => return Err(SpecError::Read { path, cause }),
     };
     use std::io::Write;
     file.write_all(text.as_bytes())
         .and_then(|_| file.write_all(b"\n"))
-        .map_err(|source| SpecError::Read {
+        .map_err(|cause| SpecError::Read {
             path: path.clone(),
-            source,
+            cause,
         })?;
     Ok(path)
 }

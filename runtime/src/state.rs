@@ -34,12 +34,12 @@ pub enum StateError {
     #[error("container {0} already exists")]
     Exists(String),
     /// Reading, writing or locking failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// `state.json` is not what lucid wrote.
     #[error("{path}: corrupt state file: {message}: `lucid delete --force` removes the container")]
@@ -52,9 +52,9 @@ pub enum StateError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+    move |cause| StateError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -127,6 +127,10 @@ pub struct ContainerState {
     /// The container's cgroups.
     #[serde(default)]
     pub cgroup: CgroupPaths,
+    /// The container's registration with the eBPF programs (absent when it
+    /// runs unwatched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebpf: Option<crate::ebpf::Registration>,
     /// Whether the container has a pid namespace of its own (killing init then
     /// kills every process in it).
     #[serde(default)]
@@ -241,7 +245,7 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists(id.to_owned()))
             }
-            Err(source) => return Err(StateError::Io { path, source }),
+            Err(cause) => return Err(StateError::Io { path, cause }),
         }
         let lock = lock_dir(&path)?;
         Ok(StateDir {
@@ -257,7 +261,7 @@ impl StateDir {
         validate_id(id)?;
         let path = root.join(id);
         let lock = match lock_dir(&path) {
-            Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(StateError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StateError::NotFound(id.to_owned()))
             }
             other => other?,
@@ -325,9 +329,9 @@ impl StateDir {
         match std::fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io {
+            Err(cause) => Err(StateError::Io {
                 path: self.path.clone(),
-                source,
+                cause,
             }),
         }
     }
@@ -341,7 +345,7 @@ fn lock_dir(path: &Path) -> Result<Flock<File>, StateError> {
         .map_err(io_err(path))?;
     Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, errno)| StateError::Io {
         path: path.to_path_buf(),
-        source: errno.into(),
+        cause: errno.into(),
     })
 }
 
@@ -369,7 +373,7 @@ pub fn read_state(dir: &Path, id: &str) -> Result<ContainerState, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(StateError::NotFound(id.to_owned()))
         }
-        Err(source) => return Err(StateError::Io { path, source }),
+        Err(cause) => return Err(StateError::Io { path, cause }),
     };
     serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
         path,
@@ -382,10 +386,10 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(cause) => {
             return Err(StateError::Io {
                 path: root.to_path_buf(),
-                source,
+                cause,
             })
         }
     };

@@ -34,27 +34,27 @@ pub enum TerminalError {
         path: PathBuf,
     },
     /// Connecting failed (nobody listens, permission, …).
-    #[error("{flag} {path}: connecting: {source}")]
+    #[error("{flag} {path}: connecting: {cause}")]
     Connect {
         /// The flag that named it.
         flag: &'static str,
         /// The path.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A terminal operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// The step.
         what: &'static str,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TerminalError {
-    move |source| TerminalError::Io { what, source }
+    move |cause| TerminalError::Io { what, cause }
 }
 
 /// Connects to the unix socket `flag` names (`--console-socket`,
@@ -67,11 +67,11 @@ pub fn connect(flag: &'static str, path: &Path) -> Result<OwnedFd, TerminalError
                 path: path.to_path_buf(),
             })
         }
-        Err(source) => {
+        Err(cause) => {
             return Err(TerminalError::Connect {
                 flag,
                 path: path.to_path_buf(),
-                source,
+                cause,
             })
         }
         Ok(meta) if !meta.file_type().is_socket() => {
@@ -85,10 +85,10 @@ pub fn connect(flag: &'static str, path: &Path) -> Result<OwnedFd, TerminalError
     // std opens the socket close-on-exec.
     UnixStream::connect(path)
         .map(OwnedFd::from)
-        .map_err(|source| TerminalError::Connect {
+        .map_err(|cause| TerminalError::Connect {
             flag,
             path: path.to_path_buf(),
-            source,
+            cause,
         })
 }
 

@@ -61,9 +61,13 @@ pub fn unique_id(prefix: &str) -> String {
     )
 }
 
-/// A state root of its own; dropping it force-deletes every container in it.
+/// A state root of its own, and a BPF pin root of its own (so tests never
+/// touch the pins of a real exporter); dropping it force-deletes every
+/// container in it, then removes the pins.
 pub struct Runtime {
     root: tempfile::TempDir,
+    pin_root: PathBuf,
+    prefix: Vec<String>,
 }
 
 impl Default for Runtime {
@@ -81,7 +85,32 @@ impl Runtime {
                 .prefix("lucid-root-")
                 .tempdir()
                 .expect("making a state root"),
+            pin_root: PathBuf::from(format!(
+                "/sys/fs/bpf/lucid-test-rt-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )),
+            prefix: Vec::new(),
         }
+    }
+
+    /// A runtime whose every `lucid` command runs inside `view` (a pure
+    /// cgroup v2 host as lucid sees it). Drop it before the view.
+    pub fn in_view(view: &V2View) -> Self {
+        let mut rt = Self::new();
+        rt.prefix = view.prefix();
+        rt
+    }
+
+    /// Points `LUCID_EBPF_PIN_ROOT` elsewhere (a path where eBPF cannot work,
+    /// to test running without it).
+    pub fn set_pin_root(&mut self, pin_root: &Path) {
+        self.pin_root = pin_root.to_path_buf();
+    }
+
+    /// The BPF pin root this runtime's containers use (`LUCID_EBPF_PIN_ROOT`).
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
     }
 
     /// The state root.
@@ -91,8 +120,16 @@ impl Runtime {
 
     /// A `lucid` command with `--root` set.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(lucid_bin());
+        let mut command = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(lucid_bin());
+                c
+            }
+            None => Command::new(lucid_bin()),
+        };
         command.arg("--root").arg(self.root());
+        command.env("LUCID_EBPF_PIN_ROOT", &self.pin_root);
         command
     }
 
@@ -166,6 +203,7 @@ impl Runtime {
             .map(|entries| {
                 entries
                     .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .filter_map(|e| e.file_name().into_string().ok())
                     .collect()
             })
@@ -177,6 +215,11 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         for id in self.ids() {
             let _ = self.lucid(&["delete", "--force", &id]);
+        }
+        if self.pin_root.exists() {
+            if let Err(e) = lucid_ebpf::remove_pin_root(&self.pin_root) {
+                eprintln!("removing {}: {e}", self.pin_root.display());
+            }
         }
     }
 }
@@ -346,4 +389,136 @@ pub fn leftovers(rt: &Runtime, id: &str, bundle: &Path) -> Vec<String> {
 pub fn assert_nothing_left(rt: &Runtime, id: &str, bundle: &Path) {
     let found = leftovers(rt, id, bundle);
     assert!(found.is_empty(), "container {id} left behind: {found:#?}");
+}
+
+/// The host's cgroup v2 hierarchy as the host sees it.
+pub fn host_v2_root() -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A persistent private mount namespace in which /sys/fs/cgroup is the
+/// host's cgroup v2 hierarchy and nothing else: a pure v2 host, as lucid sees
+/// it, on a hybrid machine. The cgroups made in it are the host's v2 ones
+/// (under [`host_v2_root`]). Dropping it unmounts everything it made.
+pub struct V2View {
+    dir: tempfile::TempDir,
+}
+
+fn must(command: &mut Command) {
+    let out = command.output().expect("running a set-up command");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl V2View {
+    /// Makes the namespace.
+    pub fn new() -> Self {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("lucid-v2view-")
+            .tempdir()
+            .expect("a temporary directory");
+        let ns = dir.path().join("mnt");
+        // A namespace file can only be bound on a private mount.
+        must(
+            Command::new("mount")
+                .arg("--bind")
+                .arg(dir.path())
+                .arg(dir.path()),
+        );
+        let view = V2View { dir };
+        must(
+            Command::new("mount")
+                .arg("--make-private")
+                .arg(view.dir.path()),
+        );
+        std::fs::write(&ns, "").expect("making the namespace file");
+        must(
+            Command::new("unshare")
+                .arg(format!("--mount={}", ns.display()))
+                .args([
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    // The v1 mounts must go, not just be covered: lucid reads mountinfo.
+                    "umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup",
+                ]),
+        );
+        view
+    }
+
+    /// The command prefix that runs a program inside the namespace.
+    pub fn prefix(&self) -> Vec<String> {
+        vec![
+            "nsenter".into(),
+            format!("--mount={}", self.dir.path().join("mnt").display()),
+            "--".into(),
+        ]
+    }
+}
+
+impl Default for V2View {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for V2View {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(self.dir.path().join("mnt"))
+            .status();
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Runs `lucid ARGS` in the background with stdout to a file; returns the
+/// child and the file.
+pub fn spawn_lucid(rt: &Runtime, args: &[&str]) -> (std::process::Child, std::fs::File) {
+    let stdout = tempfile::tempfile().expect("a temporary file");
+    let child = rt
+        .command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().expect("duplicating a descriptor"))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("running lucid");
+    (child, stdout)
+}
+
+/// Everything written to a file so far.
+pub fn read_file(file: &mut std::fs::File) -> String {
+    String::from_utf8(read_all(file)).expect("UTF-8")
+}
+
+/// Waits (up to `secs`) for a condition.
+pub fn wait_until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Reads `lucid state`'s file for the cgroup id the eBPF side knows the
+/// container by (its v2 cgroup's inode number).
+pub fn cgroup_id(rt: &Runtime, id: &str) -> u64 {
+    let text = std::fs::read_to_string(rt.root().join(id).join("state.json")).expect("state.json");
+    let state: Value = serde_json::from_str(&text).expect("state.json is JSON");
+    state["cgroup"]["unified_id"]
+        .as_u64()
+        .expect("the state records the v2 cgroup id")
 }

@@ -1,1 +1,37 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `setup`: install what building and testing need (apt packages, rustup
+//!   components, the eBPF toolchain), skipping what is there.
+//! - `ci`: setup, then formatting, clippy, build and every test (as root).
+//! - `demo`: setup, build, run a busybox container and show what lucid shows.
+//! - `bench [core|ebpf]`: benchmarks beside runc and crun.
+
+mod bench;
+mod bundle;
+mod ci;
+mod demo;
+mod setup;
+mod shell;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf] [--rounds N]>";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        bail!("{USAGE}");
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "setup" => setup::run(),
+        "ci" => ci::run(),
+        "demo" => demo::run(),
+        "bench" => bench::run(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}

@@ -8,6 +8,8 @@
 
 pub mod devices;
 pub mod hierarchy;
+pub mod resources;
+pub mod stats;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,53 +33,74 @@ pub enum CgroupError {
     #[error("config.json: linux.cgroupsPath: {0:?} leaves the cgroup root")]
     Escapes(PathBuf),
     /// A file operation failed.
-    #[error("cgroup {path}: {source}")]
+    #[error("cgroup {path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The host cannot enforce what the spec asks.
     #[error("{0}")]
     Unsupported(String),
+    /// A resource value that cannot be right on any host.
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing a resource into a cgroup file failed: the kernel rejected the
+    /// value, or the file does not exist on this host.
+    #[error("{field}: writing {value:?} to {}: {}", path.display(), explain_write(cause))]
+    Write {
+        /// The resource, as a JSON path (`linux.resources.memory.limit`).
+        field: String,
+        /// The cgroup file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// The failure.
+        cause: std::io::Error,
+    },
+    /// Freezing or thawing did not finish.
+    #[error("{0}")]
+    Freezer(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io {
-        path: path.to_path_buf(),
-        source,
+fn explain_write(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => "no such file: this host's kernel or cgroup setup lacks it".into(),
+        Some(libc::EINVAL) => format!("the kernel rejected the value ({e})"),
+        Some(libc::EBUSY) => format!("the cgroup is in a state that refuses it ({e})"),
+        _ => e.to_string(),
     }
 }
 
-/// Resource fields refused until lucid enforces them: the name of the first
-/// one set, as a JSON path.
-pub fn check_supported(resources: Option<&LinuxResources>) -> Result<(), String> {
-    let Some(r) = resources else {
-        return Ok(());
-    };
-    let set: [(&str, bool); 8] = [
-        ("linux.resources.memory", r.memory().is_some()),
-        ("linux.resources.cpu", r.cpu().is_some()),
-        ("linux.resources.pids", r.pids().is_some()),
-        ("linux.resources.blockIO", r.block_io().is_some()),
-        (
-            "linux.resources.hugepageLimits",
-            r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
-        ),
-        ("linux.resources.network", r.network().is_some()),
-        (
-            "linux.resources.rdma",
-            r.rdma().as_ref().is_some_and(|m| !m.is_empty()),
-        ),
-        (
-            "linux.resources.unified",
-            r.unified().as_ref().is_some_and(|m| !m.is_empty()),
-        ),
-    ];
-    match set.iter().find(|(_, present)| *present) {
-        Some((field, _)) => Err((*field).to_owned()),
-        None => Ok(()),
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |cause| CgroupError::Io {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+/// The environment variable that forces the `cgroup.procs` placement.
+///
+/// For benchmarks only: `LUCID_CGROUP_PLACEMENT=procs` makes `create` clone
+/// the init process without `CLONE_INTO_CGROUP` and move it with a write to
+/// `cgroup.procs`, the fallback for kernels without it, so both can be
+/// measured on one host. Any other value is an error at run time.
+pub const PLACEMENT_ENV: &str = "LUCID_CGROUP_PLACEMENT";
+
+/// Whether [`PLACEMENT_ENV`] asks for the `cgroup.procs` placement.
+pub fn placement_forced_to_procs() -> bool {
+    std::env::var(PLACEMENT_ENV).is_ok_and(|v| v == "procs")
+}
+
+/// Checks [`PLACEMENT_ENV`]: unset, `clone3` or `procs`.
+pub fn check_placement_env() -> Result<(), CgroupError> {
+    match std::env::var(PLACEMENT_ENV) {
+        Err(_) => Ok(()),
+        Ok(v) if v == "procs" || v == "clone3" => Ok(()),
+        Ok(v) => Err(CgroupError::Invalid(format!(
+            "{PLACEMENT_ENV}={v:?}: use \"clone3\" (the default, CLONE_INTO_CGROUP) or \"procs\" (benchmarks only)"
+        ))),
     }
 }
 
@@ -186,11 +209,17 @@ impl Cgroup {
         hierarchy::layout(&self.hierarchies)
     }
 
-    /// Makes the cgroup directories and applies the device rules (the
-    /// `cgroup.create` and `cgroup.apply` steps). On failure, what was made
-    /// is removed again.
+    /// Makes the cgroup directories (the `cgroup.create` step), then writes
+    /// the v1 device rules and every other resource (`cgroup.apply`). On
+    /// failure, what was made is removed again.
+    ///
+    /// On hosts without a v1 devices controller the device rules are left to
+    /// the eBPF `cgroup_device` filter ([`Cgroup::device_filter_needed`]).
     pub fn create(&mut self, spec: &Spec) -> Result<(), CgroupError> {
-        let result = self.create_dirs().and_then(|()| self.apply_devices(spec));
+        let result = self
+            .create_dirs()
+            .and_then(|()| self.apply_devices(spec))
+            .and_then(|()| self.apply_resources(spec));
         if let Err(e) = result {
             let _ = self.remove();
             return Err(e);
@@ -203,9 +232,12 @@ impl Cgroup {
     }
 
     fn create_dirs(&self) -> Result<(), CgroupError> {
+        let pure_v2 = self.layout() == Some(Layout::V2);
         for (h, dir) in self.hierarchies.iter().zip(&self.paths.dirs) {
             if h.has_controller("cpuset") {
                 create_cpuset_dirs(&h.mountpoint, dir)?;
+            } else if h.v2 && pure_v2 {
+                create_v2_dirs(&h.mountpoint, dir)?;
             } else {
                 std::fs::create_dir_all(dir).map_err(io_err(dir))?;
             }
@@ -213,38 +245,167 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Whether the device rules need the eBPF filter: no v1 devices
+    /// controller, so the v2 cgroup's `cgroup_device` program is the only
+    /// way to enforce them.
+    pub fn device_filter_needed(&self) -> bool {
+        !self.hierarchies.iter().any(|h| h.has_controller("devices"))
+            && self.paths.unified.is_some()
+    }
+
     fn apply_devices(&self, spec: &Spec) -> Result<(), CgroupError> {
-        let rules = devices::rules(spec);
-        let has_spec_rules = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .and_then(|r| r.devices().as_ref())
-            .is_some_and(|d| !d.is_empty());
         let v1 = self
             .hierarchies
             .iter()
             .zip(&self.paths.dirs)
             .find(|(h, _)| h.has_controller("devices"));
-        match v1 {
-            Some((_, dir)) => {
-                for rule in &rules {
-                    let file = dir.join(if rule.allow {
-                        "devices.allow"
-                    } else {
-                        "devices.deny"
-                    });
-                    std::fs::write(&file, rule.v1_line()).map_err(io_err(&file))?;
-                }
-                Ok(())
-            }
-            None if has_spec_rules => Err(CgroupError::Unsupported(
-                "config.json: linux.resources.devices: this host has no v1 devices controller and \
-                 this version of lucid has no cgroup v2 device filter: remove the device rules"
-                    .into(),
-            )),
-            None => Ok(()),
+        let Some((_, dir)) = v1 else {
+            return Ok(());
+        };
+        for rule in devices::rules(spec) {
+            let file = if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            resources::write_file("linux.resources.devices", dir, file, rule.v1_line())?;
         }
+        Ok(())
+    }
+
+    fn apply_resources(&self, spec: &Spec) -> Result<(), CgroupError> {
+        let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+            return Ok(());
+        };
+        resources::apply(&self.target(), r, resources::Mode::Create)
+    }
+
+    /// Applies `resources` to the running container (`lucid update`); the
+    /// device rules are not touched.
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        resources::apply(&self.target(), resources, resources::Mode::Update)
+    }
+
+    /// Each recorded directory with the hierarchy it lies in.
+    fn entries(&self) -> Vec<(&Hierarchy, &PathBuf)> {
+        self.paths
+            .dirs
+            .iter()
+            .filter_map(|dir| {
+                self.hierarchies
+                    .iter()
+                    .filter(|h| dir.starts_with(&h.mountpoint))
+                    .max_by_key(|h| h.mountpoint.as_os_str().len())
+                    .map(|h| (h, dir))
+            })
+            .collect()
+    }
+
+    /// Where each controller's files are.
+    pub fn target(&self) -> resources::Target {
+        let entries = self.entries();
+        let v1 = entries
+            .iter()
+            .filter(|(h, _)| !h.v2)
+            .map(|(h, dir)| (h.options.clone(), (*dir).clone()))
+            .collect();
+        let v2 = entries
+            .iter()
+            .find(|(h, _)| h.v2)
+            .map(|(_, dir)| (*dir).clone());
+        resources::Target { v1, v2 }
+    }
+
+    /// The container's resource statistics, as runc's `events --stats` prints them.
+    pub fn stats(&self) -> stats::Stats {
+        stats::collect(&self.target())
+    }
+
+    /// How many times the OOM killer killed a process of the container
+    /// (`oom_kill` of memory.oom_control on v1, memory.events on v2).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let (dir, v2) = self.target().dir("memory", "").ok()?;
+        let file = if v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        let text = std::fs::read_to_string(dir.join(file)).ok()?;
+        stats::keyed(&text).get("oom_kill").copied()
+    }
+
+    /// The memory cgroup directory and whether it is v2.
+    pub fn memory_dir(&self) -> Option<(PathBuf, bool)> {
+        self.target().dir("memory", "").ok()
+    }
+
+    /// The freezer: the v1 freezer controller where the host has one,
+    /// otherwise the v2 cgroup's `cgroup.freeze`.
+    fn freezer(&self) -> Option<cgroups_rs::freezer::FreezerController> {
+        let entries = self.entries();
+        let (dir, v2) = entries
+            .iter()
+            .find(|(h, _)| h.has_controller("freezer"))
+            .map(|(_, dir)| ((*dir).clone(), false))
+            .or_else(|| self.paths.unified.clone().map(|d| (d, true)))?;
+        Some(cgroups_rs::freezer::FreezerController::new(dir, v2))
+    }
+
+    /// Whether the container's processes are frozen (`pause`).
+    pub fn is_frozen(&self) -> bool {
+        use cgroups_rs::freezer::FreezerState;
+        self.freezer()
+            .and_then(|f| f.state().ok())
+            .is_some_and(|s| matches!(s, FreezerState::Frozen))
+    }
+
+    /// Freezes every process of the container and waits until the kernel
+    /// reports them frozen; on timeout, thaws them again.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        use cgroups_rs::freezer::FreezerState;
+        use cgroups_rs::Controller;
+        let freezer = self.freezer().ok_or_else(|| {
+            CgroupError::Unsupported(
+                "this host has neither a v1 freezer controller nor a cgroup v2 hierarchy: cannot pause".into(),
+            )
+        })?;
+        let path = freezer.path().to_path_buf();
+        freezer
+            .freeze()
+            .map_err(|e| CgroupError::Freezer(format!("freezing {}: {e}", path.display())))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let frozen = if freezer.v2() {
+                // cgroup.freeze says what was asked; cgroup.events says when it is done.
+                std::fs::read_to_string(path.join("cgroup.events"))
+                    .map(|t| stats::keyed(&t).get("frozen") == Some(&1))
+                    .unwrap_or(false)
+            } else {
+                matches!(freezer.state(), Ok(FreezerState::Frozen))
+            };
+            if frozen {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = freezer.thaw();
+                return Err(CgroupError::Freezer(format!(
+                    "the processes in {} did not freeze within 5 s; thawed them again",
+                    path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Thaws the container's processes.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        use cgroups_rs::Controller;
+        let Some(freezer) = self.freezer() else {
+            return Ok(());
+        };
+        freezer
+            .thaw()
+            .map_err(|e| CgroupError::Freezer(format!("thawing {}: {e}", freezer.path().display())))
     }
 
     /// A descriptor of the v2 cgroup, for `CLONE_INTO_CGROUP`.
@@ -295,7 +456,7 @@ impl Cgroup {
             if ret != 0 && nix::errno::Errno::last() != nix::errno::Errno::ESRCH {
                 return Err(CgroupError::Io {
                     path: PathBuf::from(format!("pid {pid}")),
-                    source: std::io::Error::last_os_error(),
+                    cause: std::io::Error::last_os_error(),
                 });
             }
         }
@@ -337,7 +498,7 @@ impl Cgroup {
                     Err(e) => {
                         return Err(CgroupError::Io {
                             path: dir.clone(),
-                            source: e,
+                            cause: e,
                         })
                     }
                 }
@@ -345,6 +506,41 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// Makes `dir` and its missing parents in a pure v2 hierarchy, enabling in
+/// each ancestor's `cgroup.subtree_control` every controller it has, as runc
+/// does, so the container's cgroup gets them all. A controller an ancestor
+/// cannot delegate (processes in a non-root cgroup, a threaded subtree) stays
+/// off; a resource that needs it then fails naming its field.
+fn create_v2_dirs(mountpoint: &Path, dir: &Path) -> Result<(), CgroupError> {
+    let rel = dir.strip_prefix(mountpoint).unwrap_or(dir);
+    let mut current = mountpoint.to_path_buf();
+    for component in rel.components() {
+        let controllers =
+            std::fs::read_to_string(current.join("cgroup.controllers")).unwrap_or_default();
+        let subtree = current.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&subtree).unwrap_or_default();
+        for c in controllers.split_whitespace() {
+            if !enabled.split_whitespace().any(|e| e == c) {
+                if let Err(e) = std::fs::write(&subtree, format!("+{c}")) {
+                    log::debug!("enabling {c} in {}: {e}", subtree.display());
+                }
+            }
+        }
+        current.push(component);
+        match std::fs::create_dir(&current) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(CgroupError::Io {
+                    path: current,
+                    cause: e,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes `dir` and its missing parents in the v1 cpuset hierarchy, copying
@@ -362,7 +558,7 @@ fn create_cpuset_dirs(mountpoint: &Path, dir: &Path) -> Result<(), CgroupError> 
             Err(e) => {
                 return Err(CgroupError::Io {
                     path: current,
-                    source: e,
+                    cause: e,
                 })
             }
         }
@@ -451,18 +647,5 @@ mod tests {
     fn systemd_paths_are_refused_by_name() {
         let err = relative_path(&spec(Some("system.slice:lucid:c1")), "c1").unwrap_err();
         assert!(err.to_string().contains("systemd"), "{err}");
-    }
-
-    #[test]
-    fn unenforced_resources_are_named() {
-        let r: LinuxResources =
-            serde_json::from_value(serde_json::json!({ "pids": { "limit": 10 } })).unwrap();
-        assert_eq!(
-            check_supported(Some(&r)).unwrap_err(),
-            "linux.resources.pids"
-        );
-        let devices_only: LinuxResources =
-            serde_json::from_value(serde_json::json!({ "devices": [] })).unwrap();
-        check_supported(Some(&devices_only)).unwrap();
     }
 }

@@ -8,7 +8,10 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::container;
+
+mod update;
 use crate::logging::LogFormat;
+pub use update::{parse_size, UpdateArgs};
 
 /// lucid: an OCI container runtime that shows its work.
 #[derive(Debug, Parser)]
@@ -50,6 +53,15 @@ pub enum ListFormat {
     /// runc's table.
     Table,
     /// A JSON array of states.
+    Json,
+}
+
+/// `ps --format` and `syscalls --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TableFormat {
+    /// A table for people.
+    Table,
+    /// JSON.
     Json,
 }
 
@@ -208,6 +220,48 @@ pub enum Command {
         /// Print only the IDs.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Suspend every process of a container.
+    Pause {
+        /// The container ID.
+        id: String,
+    },
+    /// Resume the processes of a paused container.
+    Resume {
+        /// The container ID.
+        id: String,
+    },
+    /// Change a running container's resource limits.
+    Update(Box<UpdateArgs>),
+    /// List the processes of a container.
+    Ps {
+        /// Output format: `ps` output, or a JSON list of pids.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: TableFormat,
+        /// The container ID.
+        id: String,
+        /// Arguments for ps (default `-ef`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Print a container's resource statistics and OOM kills as JSON events.
+    Events {
+        /// Print the statistics once and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print statistics.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// The container ID.
+        id: String,
+    },
+    /// Print the syscalls a container made (counted by eBPF), like strace -c.
+    Syscalls {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: TableFormat,
+        /// The container ID.
+        id: String,
     },
     /// Write a default config.json for a bundle.
     Spec {
@@ -399,6 +453,56 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 format!("{}\n", serde_json::to_string(&states)?)
             } else {
                 container::list::table(&states)
+            };
+            print(&text)?;
+        }
+        Command::Pause { id } => {
+            container::pause::pause(&root, &id)
+                .with_context(|| format!("pausing container {id}"))?;
+        }
+        Command::Resume { id } => {
+            container::pause::resume(&root, &id)
+                .with_context(|| format!("resuming container {id}"))?;
+        }
+        Command::Update(args) => {
+            let changes = update::changes(&args)?;
+            container::update::update(&root, &args.id, &changes)
+                .with_context(|| format!("updating container {}", args.id))?;
+        }
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = container::ps::pids(&root, &id)?;
+            let text = match format {
+                TableFormat::Json => format!("{}\n", serde_json::to_string(&pids)?),
+                TableFormat::Table => container::ps::table(&pids, &ps_args)?,
+            };
+            print(&text)?;
+        }
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            if stats {
+                print(&format!("{}\n", container::events::stats(&root, &id)?))?;
+            } else {
+                if interval.is_zero() {
+                    bail!("--interval must be longer than zero");
+                }
+                container::events::watch(&root, &id, interval, &mut std::io::stdout().lock())?;
+            }
+        }
+        Command::Syscalls { format, id } => {
+            let rows = container::syscalls::syscalls(&root, &id)?;
+            let text = match format {
+                TableFormat::Table => crate::ebpf::table(&rows),
+                TableFormat::Json => {
+                    let rows: Vec<crate::ebpf::SyscallJson> = rows.iter().map(Into::into).collect();
+                    format!("{}\n", serde_json::to_string(&rows)?)
+                }
             };
             print(&text)?;
         }

@@ -115,6 +115,34 @@ pub(crate) fn check_preserved_fds(count: i32) -> Result<()> {
     Ok(())
 }
 
+/// The first `linux.resources` limit (device rules aside, which runc too
+/// leaves unenforced without a cgroup) that needs a cgroup of the
+/// container's own.
+fn undelegated_limits(spec: &Spec) -> Option<&'static str> {
+    let r = spec.linux().as_ref()?.resources().as_ref()?;
+    [
+        ("linux.resources.memory", r.memory().is_some()),
+        ("linux.resources.cpu", r.cpu().is_some()),
+        ("linux.resources.pids", r.pids().is_some()),
+        ("linux.resources.blockIO", r.block_io().is_some()),
+        (
+            "linux.resources.hugepageLimits",
+            r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+        ),
+        ("linux.resources.network", r.network().is_some()),
+        (
+            "linux.resources.rdma",
+            r.rdma().as_ref().is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "linux.resources.unified",
+            r.unified().as_ref().is_some_and(|m| !m.is_empty()),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(field, set)| set.then_some(field))
+}
+
 /// The state `hooks` and the seccomp listener see.
 fn hook_state<'a>(
     spec: &'a Spec,
@@ -139,6 +167,7 @@ fn hook_state<'a>(
 struct Cleanup<'a> {
     dir: Option<StateDir>,
     cgroup: Option<Cgroup>,
+    ebpf: Option<crate::ebpf::Registration>,
     spec: &'a Spec,
     pid: Option<i32>,
     bundle: PathBuf,
@@ -147,6 +176,7 @@ struct Cleanup<'a> {
 impl Cleanup<'_> {
     fn disarm(mut self) -> StateDir {
         self.cgroup = None;
+        self.ebpf = None;
         self.pid = None;
         self.dir
             .take()
@@ -168,6 +198,9 @@ impl Drop for Cleanup<'_> {
             if let Err(e) = cgroup.remove() {
                 log::warn!("removing the cgroups of {}: {e}", dir.id());
             }
+        }
+        if let Some(registration) = &self.ebpf {
+            crate::ebpf::detach(registration);
         }
         let id = dir.id().to_owned();
         if let Err(e) = dir.remove() {
@@ -215,6 +248,7 @@ pub(crate) fn create_attached(
     crate::state::validate_id(&options.id)?;
     let preserve_fds = options.listen_fds + options.preserve_fds;
     check_preserved_fds(preserve_fds)?;
+    crate::cgroups::check_placement_env()?;
     let bundle = absolute(&options.bundle)?;
     let spec = spec::load(&bundle)?;
     let checked = spec::validate(&spec, &bundle)?;
@@ -259,6 +293,7 @@ pub(crate) fn create_attached(
     let mut cleanup = Cleanup {
         dir: Some(dir),
         cgroup: None,
+        ebpf: None,
         spec: &spec,
         pid: None,
         bundle: bundle.clone(),
@@ -275,6 +310,7 @@ pub(crate) fn create_attached(
         annotations: spec.annotations().clone().unwrap_or_default(),
         init_start_time: 0,
         cgroup: Default::default(),
+        ebpf: None,
         own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
         no_new_keyring: options.no_new_keyring,
         phases: Vec::new(),
@@ -286,28 +322,50 @@ pub(crate) fn create_attached(
     state.cgroup = cgroup.paths().clone();
     dir.write(&state)?;
     cleanup.cgroup = Some(cgroup.clone());
-    match cgroup.create(&spec) {
-        Ok(()) => {}
+    let delegated = match cgroup.create(&spec) {
+        Ok(()) => true,
         // Without root and without a cgroup delegated to the caller, runc runs
         // the container in the caller's cgroup; so does lucid.
-        Err(CgroupError::Io { path, source })
+        Err(CgroupError::Io { path, cause })
             if !nix::unistd::geteuid().is_root()
                 && matches!(
-                    source.kind(),
+                    cause.kind(),
                     std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
                 ) =>
         {
+            undelegated_limits(&spec).map_or(Ok(()), |field| {
+                Err(Error::Unsupported(format!(
+                    "config.json: {field}: no cgroup is delegated to this user ({}: {cause}), so the limit cannot be set: delegate a cgroup or remove the limit",
+                    path.display()
+                )))
+            })?;
             log::debug!(
-                "no cgroup delegated to this user ({}: {source}): {} runs in the caller's cgroup, its device rules unenforced",
+                "no cgroup delegated to this user ({}: {cause}): {} runs in the caller's cgroup, its device rules unenforced",
                 path.display(),
                 options.id
             );
             cgroup = Cgroup::from_paths(&Default::default());
             cleanup.cgroup = Some(cgroup.clone());
+            false
         }
         Err(e) => return Err(e.into()),
-    }
+    };
     state.cgroup = cgroup.paths().clone();
+    if delegated {
+        // ebpf.attach: before any process exists, so the device filter (where
+        // it is the only one) is in place before the container could open a device.
+        let registration = crate::ebpf::attach(&crate::ebpf::AttachRequest {
+            state_root: root,
+            cgroup_dir: cgroup.paths().unified.as_deref(),
+            devices: cgroup
+                .device_filter_needed()
+                .then(|| crate::cgroups::devices::rules(&spec)),
+            syscall_latency: crate::ebpf::wants_latency(&state.annotations)?,
+        })?;
+        cleanup.ebpf = registration.clone();
+        state.ebpf = registration;
+    }
+    dir.write(&state)?;
     let fifo_path = dir.exec_fifo();
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;

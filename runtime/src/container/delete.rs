@@ -51,6 +51,9 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
         // SAFETY: kill(2) has no memory effects; the pid is the container's
         // init process (same start time).
         unsafe { libc::kill(state.pid, libc::SIGKILL) };
+        if cgroup.is_frozen() {
+            cgroup.thaw()?;
+        }
         if !super::wait_for_exit(state.pid, state.init_start_time, KILL_TIMEOUT) {
             log::warn!(
                 "init process {} of {} did not exit after SIGKILL",
@@ -61,7 +64,14 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
     }
     // Without its own pid namespace, the container's other processes outlive init.
     cgroup.signal_all(libc::SIGKILL)?;
+    // A frozen process cannot die: thaw a paused container once it is signalled.
+    if cgroup.is_frozen() {
+        cgroup.thaw()?;
+    }
     cgroup.remove()?;
+    if let Some(registration) = &state.ebpf {
+        crate::ebpf::detach(registration);
+    }
     dir.remove()?;
     let hook_state = HookState {
         oci_version: &state.oci_version,

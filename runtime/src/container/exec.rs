@@ -31,12 +31,12 @@ use crate::{terminal, Error, Result};
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The process file cannot be read.
-    #[error("--process {path}: {source}")]
+    #[error("--process {path}: {cause}")]
     ReadProcess {
         /// The file.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The process file is not a valid OCI process.
     #[error("--process {path}: {field}: {message}")]
@@ -204,9 +204,9 @@ fn empty_capabilities() -> LinuxCapabilities {
 /// process: capabilities, rlimits, no_new_privileges and LSM labels (runc's
 /// rules).
 fn from_file(container: &Process, path: &Path) -> Result<Process, ExecError> {
-    let text = std::fs::read(path).map_err(|source| ExecError::ReadProcess {
+    let text = std::fs::read(path).map_err(|cause| ExecError::ReadProcess {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut de = serde_json::Deserializer::from_slice(&text);
     let mut process: Process =

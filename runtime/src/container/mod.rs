@@ -3,12 +3,17 @@
 
 pub mod create;
 pub mod delete;
+pub mod events;
 pub mod exec;
 pub mod kill;
 pub mod list;
+pub mod pause;
+pub mod ps;
 pub mod run;
 pub mod start;
 pub mod state;
+pub mod syscalls;
+pub mod update;
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -35,6 +40,8 @@ pub fn current_status(root: &Path, state: &ContainerState) -> Status {
         Status::Created | Status::Running | Status::Paused => {
             if !crate::process::is_alive(state.pid, state.init_start_time) {
                 Status::Stopped
+            } else if crate::cgroups::Cgroup::from_paths(&state.cgroup).is_frozen() {
+                Status::Paused
             } else if root.join(&state.id).join(crate::state::EXEC_FIFO).exists() {
                 Status::Created
             } else {

@@ -74,15 +74,28 @@ pub enum RuntimeMessage {
     },
 }
 
-/// Errors on the sync channel.
+/// Errors on the sync channel. The cause is part of the message (not a
+/// `source`), so a report that walks the chain names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     /// The socket failed.
     #[error("sync channel: {0}")]
-    Io(#[from] nix::Error),
+    Io(nix::Error),
     /// A message could not be encoded or decoded.
     #[error("sync channel: bad message: {0}")]
-    Codec(#[from] serde_json::Error),
+    Codec(serde_json::Error),
+}
+
+impl From<nix::Error> for ChannelError {
+    fn from(e: nix::Error) -> Self {
+        ChannelError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for ChannelError {
+    fn from(e: serde_json::Error) -> Self {
+        ChannelError::Codec(e)
+    }
 }
 
 /// One end of the sync channel.

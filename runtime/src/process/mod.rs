@@ -44,12 +44,12 @@ pub enum ProcessError {
     #[error("init process exited during set-up ({0})")]
     InitDied(String),
     /// Writing the user namespace's id maps failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     IdMap {
         /// The map file.
         path: std::path::PathBuf,
         /// The failure.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// newuidmap or newgidmap failed.
     #[error("{tool}: {message}")]

@@ -89,7 +89,11 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     } else {
         plan.direct_clone_flags()
     };
-    let cgroup_fd = request.cgroup.unified_fd();
+    let cgroup_fd = if crate::cgroups::placement_forced_to_procs() {
+        None
+    } else {
+        request.cgroup.unified_fd()
+    };
     request.init.close_now.push(ours.raw_fd());
     // SAFETY: the runtime is single-threaded: it starts no threads.
     let cloned = unsafe { clone_process(flags, cgroup_fd.as_ref().map(|fd| fd.as_fd())) }
@@ -114,6 +118,14 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         pids: vec![first_pid],
     };
     request.cgroup.place(first_pid.as_raw(), born_in_cgroup)?;
+    log::debug!(
+        "process {first_pid} placed {}",
+        if born_in_cgroup {
+            "in its v2 cgroup at birth (CLONE_INTO_CGROUP)"
+        } else {
+            "through cgroup.procs"
+        }
+    );
     let (pid, pidfd) = if intermediate {
         if plan.is_new(oci_spec::runtime::LinuxNamespaceType::User) {
             expect(&ours, first_pid, |m| {
@@ -143,10 +155,20 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     };
     (request.on_pid)(pid.as_raw());
     let phases = loop {
-        match ours.recv_with_fd::<InitMessage>()? {
+        // A closed or reset channel means the init process died: say how.
+        let message = ours
+            .recv_with_fd::<InitMessage>()
+            .map_err(|_| ProcessError::InitDied(exit_status(pid)))?;
+        match message {
             Some((InitMessage::RunCreateRuntimeHooks, _)) => {
                 (request.runtime_hooks)(pid.as_raw())?;
-                ours.send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })?;
+                // A hook may have killed the init process: say so, not "broken pipe".
+                if ours
+                    .send(&RuntimeMessage::HooksDone { pid: pid.as_raw() })
+                    .is_err()
+                {
+                    return Err(ProcessError::InitDied(exit_status(pid)));
+                }
             }
             Some((InitMessage::SeccompNotify, Some(fd))) => (request.on_notify)(fd, pid.as_raw())?,
             Some((InitMessage::Ready { phases }, _)) => break phases,
@@ -249,7 +271,7 @@ fn write_id_maps(pid: Pid, spec: &oci_spec::runtime::Spec) -> Result<(), Process
     let proc_dir = Path::new("/proc").join(pid.as_raw().to_string());
     if rootless && is_only(&gid, nix::unistd::getegid().as_raw()) {
         let path = proc_dir.join("setgroups");
-        std::fs::write(&path, "deny").map_err(|source| ProcessError::IdMap { path, source })?;
+        std::fs::write(&path, "deny").map_err(|cause| ProcessError::IdMap { path, cause })?;
     }
     for (file, tool, mappings) in [("uid_map", "newuidmap", uid), ("gid_map", "newgidmap", gid)] {
         if mappings.is_empty() {
@@ -261,7 +283,7 @@ fn write_id_maps(pid: Pid, spec: &oci_spec::runtime::Spec) -> Result<(), Process
             Err(e) if rootless && e.raw_os_error() == Some(libc::EPERM) => {
                 run_map_tool(tool, pid, &mappings)?
             }
-            Err(source) => return Err(ProcessError::IdMap { path, source }),
+            Err(cause) => return Err(ProcessError::IdMap { path, cause }),
         }
     }
     Ok(())

@@ -32,14 +32,14 @@ pub use resolve::{open_file_in_root, open_in_root, proc_fd_path, Create};
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     /// A system call on a path failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {cause}")]
     Path {
         /// The step (`mounting proc on`, `creating device`, …).
         what: &'static str,
         /// The path, as the container sees it.
         path: PathBuf,
         /// The failure.
-        source: Errno,
+        cause: Errno,
     },
     /// Something other than one path.
     #[error("{0}")]
@@ -50,10 +50,10 @@ pub(crate) fn path_err<'a>(
     what: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(Errno) -> RootfsError + 'a {
-    move |source| RootfsError::Path {
+    move |cause| RootfsError::Path {
         what,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -1,0 +1,48 @@
+//! `lucid pause` and `lucid resume`: freeze and thaw every process of the
+//! container (the v1 freezer, or `cgroup.freeze` on v2).
+
+use std::path::Path;
+
+use crate::cgroups::Cgroup;
+use crate::state::{StateDir, Status};
+use crate::{Error, Result};
+
+/// Freezes a running (or created) container.
+pub fn pause(root: &Path, id: &str) -> Result<()> {
+    let dir = StateDir::open(root, id)?;
+    let mut state = dir.read()?;
+    let status = super::current_status(root, &state);
+    if !matches!(status, Status::Running | Status::Created) {
+        return Err(Error::WrongStatus {
+            id: id.to_owned(),
+            status,
+            what: "container not running: only a running or created container can be paused".into(),
+        });
+    }
+    Cgroup::from_paths(&state.cgroup).freeze()?;
+    state.status = Status::Paused;
+    dir.write(&state)?;
+    Ok(())
+}
+
+/// Thaws a paused container.
+pub fn resume(root: &Path, id: &str) -> Result<()> {
+    let dir = StateDir::open(root, id)?;
+    let mut state = dir.read()?;
+    let status = super::current_status(root, &state);
+    if status != Status::Paused {
+        return Err(Error::WrongStatus {
+            id: id.to_owned(),
+            status,
+            what: "container not paused".into(),
+        });
+    }
+    Cgroup::from_paths(&state.cgroup).thaw()?;
+    state.status = if dir.exec_fifo().exists() {
+        Status::Created
+    } else {
+        Status::Running
+    };
+    dir.write(&state)?;
+    Ok(())
+}

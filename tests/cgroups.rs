@@ -1,0 +1,545 @@
+//! Resources on this machine's cgroup v1 controllers, enforced by real
+//! containers, and the cgroup commands (pause, resume, update, ps, events).
+//! Needs root and the v1 controllers (cpu, cpuacct, cpuset, memory, pids,
+//! freezer, blkio).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lucid_tests::{
+    assert_nothing_left, cgroup_path, spawn_lucid, unique_id, wait_until, Bundle, Runtime,
+};
+use serde_json::{json, Value};
+
+/// The container's directory in a v1 hierarchy (`memory`, `cpu`, …).
+fn v1(controller: &str, id: &str) -> PathBuf {
+    let dir = PathBuf::from("/sys/fs/cgroup").join(controller);
+    assert!(
+        dir.join("cgroup.procs").exists(),
+        "this test needs the v1 {controller} controller at {}",
+        dir.display()
+    );
+    dir.join(cgroup_path(id).trim_start_matches('/'))
+}
+
+fn read(dir: &std::path::Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.join(file).display()))
+        .trim()
+        .to_owned()
+}
+
+fn keyed(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+fn set_resources(bundle: &mut Bundle, resources: Value) {
+    bundle.edit(|c| {
+        let r = c["linux"]["resources"].as_object_mut().unwrap();
+        for (k, v) in resources.as_object().unwrap() {
+            r.insert(k.clone(), v.clone());
+        }
+    });
+}
+
+/// The first real block device's `major:minor`.
+fn a_block_device() -> (u64, u64) {
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(dev) = std::fs::read_to_string(entry.path().join("dev")) {
+            let (major, minor) = dev.trim().split_once(':').unwrap();
+            return (major.parse().unwrap(), minor.parse().unwrap());
+        }
+    }
+    panic!("this test needs a block device in /sys/block");
+}
+
+#[test]
+fn each_resource_is_written_to_its_v1_file() {
+    let rt = Runtime::new();
+    let id = unique_id("res");
+    let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
+    let (major, minor) = a_block_device();
+    set_resources(
+        &mut bundle,
+        json!({
+            "memory": { "limit": 67108864, "reservation": 33554432, "swap": 134217728, "swappiness": 10 },
+            "cpu": { "shares": 512, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0", "idle": 0, "burst": 1000 },
+            "pids": { "limit": 42 },
+            "blockIO": { "weight": 500,
+                         "throttleReadBpsDevice": [ { "major": major, "minor": minor, "rate": 1048576 } ],
+                         "throttleWriteIOPSDevice": [ { "major": major, "minor": minor, "rate": 100 } ] }
+        }),
+    );
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let memory = v1("memory", &id);
+    assert_eq!(read(&memory, "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read(&memory, "memory.soft_limit_in_bytes"), "33554432");
+    assert_eq!(read(&memory, "memory.memsw.limit_in_bytes"), "134217728");
+    assert_eq!(read(&memory, "memory.swappiness"), "10");
+    let cpu = v1("cpu", &id);
+    assert_eq!(read(&cpu, "cpu.shares"), "512");
+    assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "30000");
+    assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+    assert_eq!(read(&cpu, "cpu.cfs_burst_us"), "1000");
+    assert_eq!(read(&cpu, "cpu.idle"), "0");
+    assert_eq!(read(&v1("cpuset", &id), "cpuset.cpus"), "0");
+    assert_eq!(read(&v1("pids", &id), "pids.max"), "42");
+    let blkio = v1("blkio", &id);
+    // No CFQ on this kernel: the weight is BFQ's, as runc picks it.
+    assert_eq!(read(&blkio, "blkio.bfq.weight"), "500");
+    assert_eq!(
+        read(&blkio, "blkio.throttle.read_bps_device"),
+        format!("{major}:{minor} 1048576")
+    );
+    assert_eq!(
+        read(&blkio, "blkio.throttle.write_iops_device"),
+        format!("{major}:{minor} 100")
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn a_memory_limit_oom_kills_and_events_reports_it() {
+    let rt = Runtime::new();
+    let id = unique_id("oom");
+    // tail keeps a line that never ends: it grows until the limit.
+    let mut bundle = Bundle::new(&rt, &id, &["sh", "-c", "sleep 1; tail /dev/zero; exit 3"]);
+    // memory+swap equal to memory: no swap to escape to.
+    set_resources(
+        &mut bundle,
+        json!({ "memory": { "limit": 33554432, "swap": 33554432 } }),
+    );
+    rt.ok(&["create", "--bundle", bundle.arg(), &id]);
+    let (mut events, mut out) = spawn_lucid(&rt, &["events", "--interval", "10s", &id]);
+    rt.ok(&["start", &id]);
+    // events exits by itself once the container stops.
+    wait_until(30, "lucid events to exit with the container", || {
+        events.try_wait().unwrap().is_some()
+    });
+    assert!(events.wait().unwrap().success());
+    let text = lucid_tests::read_file(&mut out);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each event is one JSON line"))
+        .collect();
+    assert!(
+        lines.contains(&json!({ "type": "oom", "id": id })),
+        "no OOM event in {text:?}"
+    );
+    let memory = v1("memory", &id);
+    assert!(keyed(&read(&memory, "memory.oom_control"), "oom_kill ") >= 1);
+    rt.ok(&["delete", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn a_pids_limit_stops_a_fork_bomb() {
+    let rt = Runtime::new();
+    let id = unique_id("pids");
+    let mut bundle = Bundle::new(
+        &rt,
+        &id,
+        // The bomb runs in a child shell, which gives up when fork fails;
+        // init then execs (no fork needed) and stays to be counted.
+        &[
+            "sh",
+            "-c",
+            "sh -c 'for i in $(seq 1 40); do sleep 30 & done' 2>/dev/null; exec sleep 30",
+        ],
+    );
+    set_resources(&mut bundle, json!({ "pids": { "limit": 8 } }));
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let pids = v1("pids", &id);
+    wait_until(10, "the fork bomb to hit the limit", || {
+        keyed(&read(&pids, "pids.events"), "max ") > 0
+    });
+    let current: u64 = read(&pids, "pids.current").parse().unwrap();
+    assert!(current <= 8, "{current} processes under a limit of 8");
+    let stats: Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
+    assert_eq!(stats["data"]["pids"]["limit"], 8);
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+fn cpuacct_usage_ns(id: &str) -> u64 {
+    read(&v1("cpuacct", id), "cpuacct.usage").parse().unwrap()
+}
+
+#[test]
+fn a_cpu_quota_caps_a_busy_loop() {
+    let rt = Runtime::new();
+    let id = unique_id("quota");
+    let mut bundle = Bundle::new(&rt, &id, &["sh", "-c", "while :; do :; done"]);
+    // 10 ms of CPU every 100 ms: a tenth of one CPU.
+    set_resources(
+        &mut bundle,
+        json!({ "cpu": { "quota": 10000, "period": 100000 } }),
+    );
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpuacct_usage_ns(&id);
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpuacct_usage_ns(&id) - before;
+    let wall = started.elapsed().as_nanos() as u64;
+    // Uncapped, the loop would use all of one CPU; capped, a tenth (with
+    // room for a period's slack at each end).
+    assert!(
+        used < wall / 4,
+        "the loop used {used} ns of CPU in {wall} ns under a 10% quota"
+    );
+    let stats: Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
+    assert!(
+        stats["data"]["cpu"]["throttling"]["throttledPeriods"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{stats}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+/// runc 1.1.5's field names in `events --stats` (checked against its output
+/// on this machine), by JSON path; `*` is any key of a map.
+const RUNC_STATS_FIELDS: &[&str] = &[
+    "cpu",
+    "cpu.usage",
+    "cpu.usage.total",
+    "cpu.usage.percpu",
+    "cpu.usage.percpu_kernel",
+    "cpu.usage.percpu_user",
+    "cpu.usage.kernel",
+    "cpu.usage.user",
+    "cpu.throttling",
+    "cpu.throttling.periods",
+    "cpu.throttling.throttledPeriods",
+    "cpu.throttling.throttledTime",
+    "cpuset",
+    "cpuset.cpus",
+    "cpuset.cpu_exclusive",
+    "cpuset.mems",
+    "cpuset.mem_hardwall",
+    "cpuset.mem_exclusive",
+    "cpuset.memory_migrate",
+    "cpuset.memory_spread_page",
+    "cpuset.memory_spread_slab",
+    "cpuset.memory_pressure",
+    "cpuset.sched_load_balance",
+    "cpuset.sched_relax_domain_level",
+    "memory",
+    "memory.cache",
+    "memory.usage",
+    "memory.swap",
+    "memory.kernel",
+    "memory.kernelTCP",
+    "memory.*.limit",
+    "memory.*.usage",
+    "memory.*.max",
+    "memory.*.failcnt",
+    "memory.raw",
+    "memory.raw.*",
+    "pids",
+    "pids.current",
+    "pids.limit",
+    "blkio",
+    "blkio.ioServiceBytesRecursive",
+    "blkio.ioServicedRecursive",
+    "hugetlb",
+    "hugetlb.*",
+    "hugetlb.*.usage",
+    "hugetlb.*.max",
+    "hugetlb.*.failcnt",
+    "intel_rdt",
+    "network_interfaces",
+];
+
+fn paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.push(path.clone());
+            if !v.is_array() {
+                paths(v, &path, out);
+            }
+        }
+    }
+}
+
+fn known(path: &str) -> bool {
+    RUNC_STATS_FIELDS.iter().any(|pattern| {
+        let p: Vec<&str> = pattern.split('.').collect();
+        let q: Vec<&str> = path.split('.').collect();
+        p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| *a == "*" || a == b)
+    })
+}
+
+#[test]
+fn pause_resume_update_ps_and_events_work_on_a_running_container() {
+    let rt = Runtime::new();
+    let id = unique_id("cmds");
+    let mut bundle = Bundle::new(&rt, &id, &["sh", "-c", "sleep 60 & sleep 60; true"]);
+    set_resources(
+        &mut bundle,
+        json!({ "memory": { "limit": 67108864 }, "cpu": { "shares": 256 } }),
+    );
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+
+    rt.ok(&["pause", &id]);
+    assert_eq!(rt.status(&id), "paused");
+    assert_eq!(read(&v1("freezer", &id), "freezer.state"), "FROZEN");
+    let again = rt.lucid(&["pause", &id]);
+    assert!(
+        !again.status.success(),
+        "pausing a paused container must fail"
+    );
+    rt.ok(&["resume", &id]);
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(read(&v1("freezer", &id), "freezer.state"), "THAWED");
+
+    rt.ok(&[
+        "update",
+        "--memory",
+        "32m",
+        "--pids-limit",
+        "20",
+        "--cpu-quota",
+        "50000",
+        &id,
+    ]);
+    assert_eq!(
+        read(&v1("memory", &id), "memory.limit_in_bytes"),
+        "33554432"
+    );
+    assert_eq!(read(&v1("pids", &id), "pids.max"), "20");
+    assert_eq!(read(&v1("cpu", &id), "cpu.cfs_quota_us"), "50000");
+    // What update did not name stays.
+    assert_eq!(read(&v1("cpu", &id), "cpu.shares"), "256");
+    let file = bundle.path().join("update.json");
+    std::fs::write(
+        &file,
+        r#"{ "pids": { "limit": 30 }, "cpu": { "shares": 128 } }"#,
+    )
+    .unwrap();
+    rt.ok(&["update", "--resources", file.to_str().unwrap(), &id]);
+    assert_eq!(read(&v1("pids", &id), "pids.max"), "30");
+    assert_eq!(read(&v1("cpu", &id), "cpu.shares"), "128");
+    assert_eq!(
+        read(&v1("memory", &id), "memory.limit_in_bytes"),
+        "33554432"
+    );
+
+    let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(pids.len(), 3, "sh and two sleeps: {pids:?}");
+    assert!(pids.contains(&init));
+    let table = rt.ok(&["ps", &id]);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().contains("PID"), "{table}");
+    assert_eq!(lines.count(), 3, "{table}");
+    let custom = rt.ok(&["ps", &id, "-o", "pid,comm"]);
+    assert!(
+        custom
+            .lines()
+            .any(|l| l.trim().starts_with(&init.to_string()) && l.contains("sh")),
+        "{custom}"
+    );
+
+    let event: Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
+    assert_eq!(event["type"], "stats");
+    assert_eq!(event["id"], id.as_str());
+    let data = &event["data"];
+    assert_eq!(data["memory"]["usage"]["limit"], 33554432);
+    assert!(data["memory"]["usage"]["usage"].as_u64().unwrap() > 0);
+    assert!(data["cpu"]["usage"]["total"].as_u64().unwrap() > 0);
+    assert_eq!(data["pids"]["current"], 3);
+    assert_eq!(data["pids"]["limit"], 30);
+    assert!(data["memory"]["raw"]["total_rss"].is_u64(), "{data}");
+    assert!(data["network_interfaces"].is_null());
+    let mut found = Vec::new();
+    paths(data, "", &mut found);
+    let unknown: Vec<&String> = found.iter().filter(|p| !known(p)).collect();
+    assert!(unknown.is_empty(), "fields runc does not have: {unknown:?}");
+    for required in [
+        "cpu.usage.total",
+        "memory.usage.limit",
+        "memory.kernelTCP",
+        "cpuset.cpus",
+        "pids.current",
+        "blkio",
+        "hugetlb",
+        "intel_rdt",
+    ] {
+        assert!(
+            found.iter().any(|p| p == required),
+            "no {required} in {data}"
+        );
+    }
+
+    // Streaming events print stats at each interval.
+    let (mut events, mut out) = spawn_lucid(&rt, &["events", "--interval", "100ms", &id]);
+    wait_until(10, "two stats events", || {
+        lucid_tests::read_file(&mut out).lines().count() >= 2
+    });
+    events.kill().unwrap();
+    events.wait().unwrap();
+    let first: Value =
+        serde_json::from_str(lucid_tests::read_file(&mut out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "stats");
+
+    rt.ok(&["pause", &id]);
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+fn create_fails(rt: &Runtime, bundle: &Bundle, id: &str) -> String {
+    let out = rt.lucid(&["create", "--bundle", bundle.arg(), id]);
+    assert!(!out.status.success(), "create {id} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_value_the_kernel_rejects_is_named_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let id = unique_id("badquota");
+    let mut bundle = Bundle::new(&rt, &id, &["true"]);
+    // The kernel's minimum CFS quota is 1 ms.
+    set_resources(
+        &mut bundle,
+        json!({ "cpu": { "quota": 500, "period": 100000 } }),
+    );
+    let err = create_fails(&rt, &bundle, &id);
+    assert!(err.contains("linux.resources.cpu.quota"), "{err}");
+    assert!(err.contains("cpu.cfs_quota_us"), "{err}");
+    assert!(err.contains("rejected"), "{err}");
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn a_cgroups_path_that_escapes_the_root_is_refused() {
+    let rt = Runtime::new();
+    let id = unique_id("escape");
+    let mut bundle = Bundle::new(&rt, &id, &["true"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = json!("/lucid-test/../../escaped"));
+    let err = create_fails(&rt, &bundle, &id);
+    assert!(err.contains("linux.cgroupsPath"), "{err}");
+    assert!(err.contains("leaves the cgroup root"), "{err}");
+    assert!(!std::path::Path::new("/sys/fs/cgroup/memory/escaped").exists());
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn update_of_a_stopped_container_is_refused() {
+    let rt = Runtime::new();
+    let id = unique_id("updstop");
+    let bundle = Bundle::new(&rt, &id, &["true"]);
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    rt.wait_status(&id, "stopped");
+    let out = rt.lucid(&["update", "--memory", "10m", &id]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stopped") && err.contains("not running"),
+        "{err}"
+    );
+    rt.ok(&["delete", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn controllers_and_files_the_host_lacks_are_named() {
+    let rt = Runtime::new();
+    // net_cls and hugetlb are not mounted on v1 here, unified needs a v2
+    // host, and swappiness is a percentage.
+    for (name, resources, field, why) in [
+        (
+            "netcls",
+            json!({ "network": { "classID": 1048577 } }),
+            "linux.resources.network.classID",
+            "no net_cls cgroup controller",
+        ),
+        (
+            "unified",
+            json!({ "unified": { "memory.high": "1000000" } }),
+            "linux.resources.unified",
+            "cgroup v2 hosts only",
+        ),
+        (
+            "hugetlb",
+            json!({ "hugepageLimits": [ { "pageSize": "2MB", "limit": 2097152 } ] }),
+            "linux.resources.hugepageLimits[0]",
+            "no hugetlb cgroup controller",
+        ),
+        (
+            "swappiness",
+            json!({ "memory": { "swappiness": 101 } }),
+            "linux.resources.memory.swappiness",
+            "outside 0-100",
+        ),
+    ] {
+        assert!(
+            !std::path::Path::new("/sys/fs/cgroup/net_cls").exists(),
+            "this test expects a host without the v1 net_cls controller"
+        );
+        let id = unique_id(name);
+        let mut bundle = Bundle::new(&rt, &id, &["true"]);
+        set_resources(&mut bundle, resources);
+        let err = create_fails(&rt, &bundle, &id);
+        assert!(err.contains(field) && err.contains(why), "{name}: {err}");
+        assert_nothing_left(&rt, &id, bundle.path());
+    }
+}
+
+#[test]
+fn the_cgroup_procs_placement_can_be_forced_for_benchmarks() {
+    let rt = Runtime::new();
+    let id = unique_id("procs");
+    let bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
+    let log = bundle.path().join("lucid.log");
+    // The container inherits stdout and stderr: no pipes, or we would wait for it.
+    let status = rt
+        .command()
+        .env("LUCID_CGROUP_PLACEMENT", "procs")
+        .args([
+            "--debug",
+            "--log",
+            log.to_str().unwrap(),
+            "run",
+            "--detach",
+            "--bundle",
+            bundle.arg(),
+            &id,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("placed through cgroup.procs"), "{text}");
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cgroups
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&cgroup_path(&id))),
+        "{cgroups}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    let bad = rt
+        .command()
+        .env("LUCID_CGROUP_PLACEMENT", "fast")
+        .args(["create", "--bundle", bundle.arg(), &id])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("LUCID_CGROUP_PLACEMENT"));
+    assert_nothing_left(&rt, &id, bundle.path());
+}

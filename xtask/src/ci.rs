@@ -1,0 +1,28 @@
+//! `cargo xtask ci`: what CI runs on a fresh clone, as root.
+
+use anyhow::Result;
+
+use crate::{setup, shell};
+
+/// Set-up, then formatting, lints, build and every test.
+pub fn run() -> Result<()> {
+    shell::require_root("the integration tests")?;
+    setup::run()?;
+    shell::run("cargo", &["fmt", "--all", "--check"])?;
+    shell::run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The integration tests run the lucid binary built here.
+    shell::run("cargo", &["build", "--workspace", "--bins"])?;
+    shell::run("cargo", &["test", "--workspace", "--no-fail-fast"])?;
+    eprintln!("ci: all checks passed");
+    Ok(())
+}

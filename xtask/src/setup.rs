@@ -1,0 +1,72 @@
+//! Installs what lucid's build, tests, demo and benchmarks need, skipping
+//! everything already present, so it is cheap to run every time.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::shell;
+
+/// Debian packages: libseccomp for seccomp, busybox-static for test
+/// rootfses, runc and crun as benchmark peers.
+pub const APT_PACKAGES: &[&str] = &[
+    "libseccomp-dev",
+    "pkg-config",
+    "busybox-static",
+    "runc",
+    "crun",
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+/// Installs the missing Debian packages without letting any start a service.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    shell::require_root("installing Debian packages")?;
+    // Packages such as prometheus would start their own service; the tests
+    // start what they need themselves, on loopback.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let made_policy = !policy.exists();
+    if made_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").context("writing policy-rc.d")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let result = shell::run("apt-get", &["update", "-qq"]).and_then(|()| {
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(&missing);
+        shell::run("apt-get", &args)
+    });
+    if made_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
+
+/// The rustup components clippy and rustfmt.
+fn rustup_components() -> Result<()> {
+    let installed = shell::output("rustup", &["component", "list", "--installed"])?;
+    for component in ["clippy", "rustfmt"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            shell::run("rustup", &["component", "add", component])?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything: packages, components, the eBPF toolchain.
+pub fn run() -> Result<()> {
+    std::env::set_var("DEBIAN_FRONTEND", "noninteractive");
+    apt_install(APT_PACKAGES)?;
+    rustup_components()?;
+    shell::run("bash", &["ebpf/setup-toolchain.sh"])?;
+    Ok(())
+}
