@@ -539,3 +539,72 @@ fn exec_lsm_flags_are_refused_without_the_lsm() {
     );
     assert_eq!(container_pids(&id), BTreeSet::from([pid]));
 }
+
+#[test]
+fn exec_no_new_privs_sets_the_flag_the_container_left_off() {
+    let rt = Runtime::new();
+    let (id, _bundle) = running(&rt, "exec-nnp", |c| {
+        c["process"]["noNewPrivileges"] = json!(false)
+    });
+    let probe = |flags: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[&id, "grep", "NoNewPrivs", "/proc/self/status"]);
+        rt.ok(&args)
+    };
+    assert_eq!(probe(&[]).trim(), "NoNewPrivs:\t0");
+    assert_eq!(probe(&["--no-new-privs"]).trim(), "NoNewPrivs:\t1");
+}
+
+#[test]
+fn exec_pidfd_socket_receives_a_pidfd_of_the_process() {
+    let rt = Runtime::new();
+    let (id, bundle) = running(&rt, "exec-pidfd", |_| {});
+    let path = bundle.path().join("pidfd.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let receiver = std::thread::spawn(move || {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::FromRawFd;
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        let mut fd = None;
+        for cmsg in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: descriptors received with SCM_RIGHTS are ours.
+                fd = fds.first().map(|raw| unsafe { OwnedFd::from_raw_fd(*raw) });
+            }
+        }
+        let len = msg.bytes;
+        (buf[..len].to_vec(), fd.expect("a pidfd"))
+    });
+    let pid_file = bundle.path().join("exec.pid");
+    rt.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--pidfd-socket",
+        path.to_str().unwrap(),
+        &id,
+        "sleep",
+        "30",
+    ]);
+    let (payload, pidfd) = receiver.join().unwrap();
+    assert_eq!(payload, b"setns");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).unwrap();
+    assert!(
+        fdinfo.lines().any(|l| l == format!("Pid:\t{}", pid.trim())),
+        "{fdinfo}"
+    );
+}

@@ -307,3 +307,22 @@ fn rootless_subordinate_ids_are_mapped_through_newuidmap() {
         "{out}"
     );
 }
+
+#[test]
+fn rootless_limit_without_a_delegated_cgroup_is_refused() {
+    let user = TestUser::new();
+    let bundle = RootlessBundle::new(&user, &["true"], |c| {
+        c["linux"]["resources"] = json!({ "pids": { "limit": 10 } });
+    });
+    let out = user.lucid(
+        bundle.xdg.path(),
+        &["run", "--bundle", bundle.arg(), "rootless-5"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("linux.resources.pids") && err.contains("no cgroup is delegated"),
+        "{err}"
+    );
+    assert!(!bundle.state_root().join("rootless-5").exists());
+}
