@@ -11,9 +11,10 @@
 //! serialized into memory set aside beforehand, the exec FIFO's path and the
 //! execve arrays are built, failures are formatted on the stack. So the
 //! process allocates nothing once the filter is active, and makes only the
-//! system calls it cannot avoid: `sendmsg`, `capset` (when the filter was
-//! loaded without `noNewPrivileges`), `prctl`, `open`/`write`/`close` of the
-//! exec FIFO, `close_range`, `rt_sigaction`, `rt_sigprocmask` and `execve`.
+//! system calls it cannot avoid: `sendmsg`/`sendto` and `close` (the notify
+//! fd, `Ready`), `capset` (when the filter was loaded without
+//! `noNewPrivileges`), `prctl`, `open`/`write`/`close` of the exec FIFO,
+//! `close_range`, `rt_sigaction`, `rt_sigprocmask` and `execve`.
 //! startContainer hooks are the exception: they run between `start` and exec,
 //! under the filter, as with runc.
 
