@@ -4,7 +4,7 @@
 //! the command line (in [`cli`]) and reports errors. The dependency arrows run
 //! one way: CLI → [`container`] (one file per lifecycle operation) → the
 //! concerns ([`spec`], [`state`], [`cgroups`], [`namespaces`], [`rootfs`],
-//! [`process`], [`hooks`], [`seccomp`], [`lsm`], [`terminal`]).
+//! [`process`], [`hooks`], [`seccomp`], [`lsm`], [`terminal`], [`telemetry`]).
 
 pub mod cgroups;
 pub mod cli;
@@ -22,6 +22,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod state;
+pub mod telemetry;
 pub mod terminal;
 
 pub use error::{Error, Result};

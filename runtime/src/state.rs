@@ -143,6 +143,9 @@ pub struct ContainerState {
     /// `rootfs.mount`, …), in order.
     #[serde(default)]
     pub phases: Vec<crate::process::PhaseTiming>,
+    /// The container's trace, which every command on it joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::telemetry::ContainerTrace>,
     /// The configuration the container was created from.
     pub config: oci_spec::runtime::Spec,
 }

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod otlp;
+pub mod otlp_grpc;
+pub mod taskstats;
+
 /// The cgroup parent every test container lives under, so leaks are easy to find.
 pub const CGROUP_PARENT: &str = "/lucid-test";
 
@@ -197,7 +201,8 @@ impl Runtime {
         }
     }
 
-    /// The IDs of the containers in this root.
+    /// The IDs of the containers in this root (not the span spool, `@spool`:
+    /// `@` is never in a container ID).
     pub fn ids(&self) -> Vec<String> {
         std::fs::read_dir(self.root())
             .map(|entries| {
@@ -205,6 +210,7 @@ impl Runtime {
                     .flatten()
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|name| !name.contains('@'))
                     .collect()
             })
             .unwrap_or_default()

@@ -4,7 +4,8 @@
 //! runtime, rotating the order every round, and reports medians, the ratio to
 //! crun and peak RSS. Every runtime runs in the same private mount namespace,
 //! where /sys/fs/cgroup/unified/cgroup.controllers reads empty: Debian's crun
-//! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark.
+//! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark,
+//! `exporter` the scrape benchmark with 500 tracked containers.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use anyhow::{bail, Context, Result};
 use crate::bundle::Bundle;
 use crate::{setup, shell};
 
+mod telemetry;
+
 /// One runtime under test: a binary and the environment it runs with.
 pub struct Contender {
     /// The name in the report.
@@ -24,6 +27,16 @@ pub struct Contender {
     pub bin: PathBuf,
     /// Extra environment (a lucid variant differs only here).
     pub env: Vec<(String, String)>,
+}
+
+impl Contender {
+    /// The name as a container ID and path component.
+    fn slug(&self) -> String {
+        self.name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect()
+    }
 }
 
 /// What one round of one contender measured.
@@ -71,7 +84,26 @@ pub fn run(args: &[String]) -> Result<()> {
                 ],
             )
         }
-        other => bail!("unknown benchmark {other:?} (core, ebpf)"),
+        "exporter" => {
+            shell::require_root("the exporter benchmark")?;
+            setup::run()?;
+            shell::run(
+                "cargo",
+                &[
+                    "run",
+                    "--release",
+                    "-p",
+                    "lucid-exporter",
+                    "--example",
+                    "bench",
+                    "--",
+                    "--containers",
+                    "500",
+                ],
+            )
+        }
+        "telemetry" => telemetry::run(rounds),
+        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter, telemetry)"),
     }
 }
 
@@ -85,6 +117,13 @@ fn core(rounds: usize) -> Result<()> {
             name: "lucid".into(),
             bin: lucid.clone(),
             env: Vec::new(),
+        },
+        // The same, placing the init process through cgroup.procs instead of
+        // clone3(CLONE_INTO_CGROUP).
+        Contender {
+            name: "lucid (cgroup.procs)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_CGROUP_PLACEMENT".into(), "procs".into())],
         },
         Contender {
             name: "runc".into(),
@@ -228,7 +267,7 @@ fn interleave(
         for k in 0..contenders.len() {
             // Rotate who goes first, so no runtime always runs on a cold cache.
             let i = (round + k) % contenders.len();
-            let id = format!("bench-{}-{round}", contenders[i].name);
+            let id = format!("bench-{}-{round}", contenders[i].slug());
             let sample = one_round(&contenders[i], &roots[i], bundle, &id)?;
             if round >= WARM_UP {
                 results[i].push(sample);

@@ -97,6 +97,8 @@ pub struct Programs {
     pub(crate) watched: HashMap<MapData, u64, Watch>,
     pub(crate) levels: Array<MapData, WatchedLevels>,
     pub(crate) syscalls: Array<MapData, SyscallCount>,
+    /// A second descriptor of `SYSCALLS` for batched reads, which aya does not offer.
+    pub(crate) syscalls_fd: std::os::fd::OwnedFd,
     pub(crate) latency: HashMap<MapData, LatencyKey, LatencyHist>,
     pub(crate) inflight: HashMap<MapData, u32, Inflight>,
     pub(crate) counters: Array<MapData, ContainerCounters>,
@@ -149,6 +151,10 @@ impl Programs {
             watched: open_map(&layout, "WATCHED")?,
             levels: open_map(&layout, "LEVELS")?,
             syscalls: open_map(&layout, "SYSCALLS")?,
+            syscalls_fd: {
+                let path = layout.map("SYSCALLS");
+                sys::obj_get(&path).map_err(|e| Error::pin("opening", &path, e))?
+            },
             latency: open_map(&layout, "LATENCY")?,
             inflight: open_map(&layout, "INFLIGHT")?,
             counters: open_map(&layout, "COUNTERS")?,

@@ -1,10 +1,10 @@
 //! Reading what the programs counted, for `lucid syscalls` and the exporter.
 use aya::maps::{CgroupStorageKey, MapError};
-use lucid_ebpf_common::{stat, LatencyKey, LATENCY_BUCKETS, SYSCALL_SLOTS};
+use lucid_ebpf_common::{stat, LatencyKey, SyscallCount, LATENCY_BUCKETS, SYSCALL_SLOTS};
 
 use crate::{
     programs::{BPF_CGROUP_DEVICE, BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_INGRESS},
-    syscall_names, Error, Programs,
+    sys, syscall_names, Error, Programs,
 };
 
 /// A log2 histogram of durations: `buckets[i]` counts calls that took `[2^i, 2^(i+1))` ns.
@@ -96,12 +96,9 @@ impl Programs {
     /// by count, highest first (the rows `lucid syscalls` prints, like `strace -c`).
     pub fn syscalls(&self, cgroup_id: u64) -> Result<Vec<SyscallRow>, Error> {
         let watch = self.watch_of(cgroup_id)?;
+        let counts = self.slot_counts(watch.slot)?;
         let mut rows = Vec::new();
-        for nr in 0..SYSCALL_SLOTS {
-            let c = self
-                .syscalls
-                .get(&(watch.slot * SYSCALL_SLOTS + nr), 0)
-                .map_err(Error::map("SYSCALLS"))?;
+        for (nr, c) in (0..SYSCALL_SLOTS).zip(counts) {
             if c.count == 0 {
                 continue;
             }
@@ -134,6 +131,25 @@ impl Programs {
         }
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.nr.cmp(&b.nr)));
         Ok(rows)
+    }
+
+    /// The slot's row of the `SYSCALLS` array: one batched read (the exporter reads every
+    /// container each scrape), or one lookup per entry where the kernel has no batch lookup.
+    fn slot_counts(&self, slot: u32) -> Result<Vec<SyscallCount>, Error> {
+        use std::os::fd::AsFd as _;
+        let mut counts = vec![SyscallCount::default(); SYSCALL_SLOTS as usize];
+        match sys::array_lookup_batch(self.syscalls_fd.as_fd(), slot * SYSCALL_SLOTS, &mut counts) {
+            Ok(n) if n == counts.len() => return Ok(counts),
+            Ok(n) => log::debug!("batched SYSCALLS read returned {n} entries; reading one by one"),
+            Err(e) => log::debug!("batched SYSCALLS read failed ({e}); reading one by one"),
+        }
+        for (nr, c) in (0..SYSCALL_SLOTS).zip(counts.iter_mut()) {
+            *c = self
+                .syscalls
+                .get(&(slot * SYSCALL_SLOTS + nr), 0)
+                .map_err(Error::map("SYSCALLS"))?;
+        }
+        Ok(counts)
     }
 
     /// Network and process counters of a registered container.

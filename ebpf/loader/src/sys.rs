@@ -261,3 +261,74 @@ pub fn detach_and_unpin(path: &Path) -> io::Result<bool> {
     std::fs::remove_file(path)?;
     Ok(true)
 }
+
+/// Reads `count` consecutive entries of array map `map` starting at index `start` into
+/// `values` (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+): one call instead of one per entry.
+///
+/// `values` must hold `count` elements of the map's value type; returns how many were read.
+pub fn array_lookup_batch<V: Copy>(
+    map: BorrowedFd<'_>,
+    start: u32,
+    values: &mut [V],
+) -> io::Result<usize> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    #[repr(C)]
+    struct Attr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut keys = vec![0u32; values.len()];
+    let mut read = 0usize;
+    // The cursor is the last key read: the kernel continues after it; none starts at 0.
+    let mut in_batch = start.wrapping_sub(1);
+    let mut out_batch = 0u32;
+    let mut first = true;
+    while read < values.len() {
+        let rest = &mut values[read..];
+        let mut attr = Attr {
+            in_batch: (&raw mut in_batch) as u64,
+            out_batch: (&raw mut out_batch) as u64,
+            keys: keys[read..].as_mut_ptr() as u64,
+            values: rest.as_mut_ptr() as u64,
+            count: rest.len() as u32,
+            map_fd: map.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        if first && start == 0 {
+            attr.in_batch = 0;
+        }
+        first = false;
+        // SAFETY: `attr` points at `keys` and `values`, both with room for `count` entries of
+        // the map's key (u32) and value type, and at two u32 cursors, all alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        let got = attr.count as usize;
+        read += got;
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // ENOENT: the end of the array, with `count` entries read before it.
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                break;
+            }
+            return Err(e);
+        }
+        if got == 0 {
+            break;
+        }
+        in_batch = out_batch;
+    }
+    Ok(read)
+}

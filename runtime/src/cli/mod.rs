@@ -11,6 +11,7 @@ use crate::container;
 
 mod update;
 use crate::logging::LogFormat;
+use crate::telemetry::{self, Join};
 pub use update::{parse_size, UpdateArgs};
 
 /// lucid: an OCI container runtime that shows its work.
@@ -53,6 +54,15 @@ pub enum ListFormat {
     /// runc's table.
     Table,
     /// A JSON array of states.
+    Json,
+}
+
+/// `trace --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// A waterfall for the terminal.
+    Text,
+    /// The spans as JSON, for scripts.
     Json,
 }
 
@@ -220,6 +230,17 @@ pub enum Command {
         /// Print only the IDs.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Draw a container's start-up waterfall from the span spool (also after it is gone).
+    Trace {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        format: TraceFormat,
+        /// Also write the waterfall as an SVG picture to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// The container ID.
+        id: String,
     },
     /// Suspend every process of a container.
     Pause {
@@ -395,6 +416,26 @@ fn print(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The terminal's width: `$COLUMNS`, the tty's size, or 120.
+fn terminal_width() -> usize {
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return columns;
+    }
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the local.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        120
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     if cli.systemd_cgroup {
@@ -403,6 +444,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let root = state_root(cli.root);
     match cli.command {
         Command::Create(args) => {
+            telemetry::begin_command(&root, "create", &args.id, Join::New);
             let options = create_options(&args)?;
             let mask = nix::sys::signal::SigSet::thread_get_mask()
                 .unwrap_or_else(|_| nix::sys::signal::SigSet::empty());
@@ -410,6 +452,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_context(|| format!("creating container {}", args.id))?;
         }
         Command::Start { id } => {
+            telemetry::begin_command(&root, "start", &id, Join::Saved);
             container::start::start(&root, &id)
                 .with_context(|| format!("starting container {id}"))?;
         }
@@ -418,6 +461,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             detach,
             keep,
         } => {
+            telemetry::begin_command(&root, "run", &create.id, Join::New);
             let options = container::run::RunOptions {
                 create: create_options(&create)?,
                 detach,
@@ -437,11 +481,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             print(&format!("{}\n", serde_json::to_string_pretty(&state)?))?;
         }
         Command::Kill { all, id, signal } => {
+            telemetry::begin_command(&root, "kill", &id, Join::Saved);
             let number = crate::signals::parse(&signal).map_err(anyhow::Error::msg)?;
             container::kill::kill(&root, &id, number, all)
                 .with_context(|| format!("sending {signal} to container {id}"))?;
         }
         Command::Delete { force, id } => {
+            telemetry::begin_command(&root, "delete", &id, Join::Saved);
             container::delete::delete(&root, &id, force)
                 .with_context(|| format!("deleting container {id}"))?;
         }
@@ -456,15 +502,32 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             print(&text)?;
         }
+        Command::Trace { format, svg, id } => {
+            crate::state::validate_id(&id)?;
+            let waterfall = telemetry::load_waterfall(&root, &id)
+                .with_context(|| format!("reading the trace of container {id}"))?;
+            if let Some(path) = svg {
+                std::fs::write(&path, telemetry::waterfall::svg(&waterfall))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let text = match format {
+                TraceFormat::Text => telemetry::waterfall::text(&waterfall, terminal_width()),
+                TraceFormat::Json => format!("{}\n", serde_json::to_string_pretty(&waterfall)?),
+            };
+            print(&text)?;
+        }
         Command::Pause { id } => {
+            telemetry::begin_command(&root, "pause", &id, Join::Saved);
             container::pause::pause(&root, &id)
                 .with_context(|| format!("pausing container {id}"))?;
         }
         Command::Resume { id } => {
+            telemetry::begin_command(&root, "resume", &id, Join::Saved);
             container::pause::resume(&root, &id)
                 .with_context(|| format!("resuming container {id}"))?;
         }
         Command::Update(args) => {
+            telemetry::begin_command(&root, "update", &args.id, Join::Saved);
             let changes = update::changes(&args)?;
             container::update::update(&root, &args.id, &changes)
                 .with_context(|| format!("updating container {}", args.id))?;

@@ -17,7 +17,9 @@ use crate::process::init::{ContainerSetup, InitConfig};
 use crate::process::{spawn_init, PhaseTiming, ProcessError, SpawnRequest};
 use crate::seccomp::Program;
 use crate::state::{ContainerState, StateDir, Status};
+use crate::telemetry::{self, step};
 use crate::{spec, terminal, Error, Result};
+use tracing::info_span;
 
 /// Settings of `create` (and of the create half of `run`).
 #[derive(Debug, Clone, Default)]
@@ -250,24 +252,40 @@ pub(crate) fn create_attached(
     check_preserved_fds(preserve_fds)?;
     crate::cgroups::check_placement_env()?;
     let bundle = absolute(&options.bundle)?;
-    let spec = spec::load(&bundle)?;
-    let checked = spec::validate(&spec, &bundle)?;
-    if !spec::has_new_namespace(&spec, LinuxNamespaceType::Mount) {
-        return Err(spec::SpecError::Invalid {
-            field: "linux.namespaces".into(),
-            reason: "lucid needs a new mount namespace (add {\"type\": \"mount\"})".into(),
+    let spec = step(info_span!("spec.load"), || spec::load(&bundle))?;
+    let (checked, plan, joins) = step(info_span!("spec.validate"), || -> Result<_> {
+        let checked = spec::validate(&spec, &bundle)?;
+        if !spec::has_new_namespace(&spec, LinuxNamespaceType::Mount) {
+            return Err(spec::SpecError::Invalid {
+                field: "linux.namespaces".into(),
+                reason: "lucid needs a new mount namespace (add {\"type\": \"mount\"})".into(),
+            }
+            .into());
         }
-        .into());
-    }
-    crate::lsm::check_spec(&spec)?;
-    let seccomp = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(Program::compile)
-        .transpose()?;
+        crate::lsm::check_spec(&spec)?;
+        let plan = NamespacePlan::from_spec(&spec);
+        let joins = namespaces::open_joins(&plan)
+            .map_err(|e| Error::os("opening a namespace to join", e))?;
+        Ok((checked, plan, joins))
+    })?;
+    let seccomp = step(info_span!("seccomp.compile"), || {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(Program::compile)
+            .transpose()
+    })?;
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    // With the opt-in annotation, the container's process joins the trace.
+    let injected = telemetry::traceparent_for(&annotations).map(|traceparent| {
+        let tracestate = telemetry::container_trace()
+            .map(|t| t.tracestate)
+            .unwrap_or_default();
+        with_trace_env(&spec, &traceparent, &tracestate)
+    });
+    let init_spec = injected.as_ref().unwrap_or(&spec);
     // validate() made sure there is a process.
-    let mut process = spec.process().clone().unwrap_or_default();
+    let mut process = init_spec.process().clone().unwrap_or_default();
     if options.listen_fds > 0 {
         let env = process.env_mut().get_or_insert_with(Vec::new);
         env.push(format!("LISTEN_FDS={}", options.listen_fds));
@@ -286,19 +304,14 @@ pub(crate) fn create_attached(
         .as_deref()
         .map(|p| terminal::connect("--pidfd-socket", p))
         .transpose()?;
-    let plan = NamespacePlan::from_spec(&spec);
-    let joins =
-        namespaces::open_joins(&plan).map_err(|e| Error::os("opening a namespace to join", e))?;
-    let dir = StateDir::create(root, &options.id)?;
     let mut cleanup = Cleanup {
-        dir: Some(dir),
+        dir: None,
         cgroup: None,
         ebpf: None,
         spec: &spec,
         pid: None,
         bundle: bundle.clone(),
     };
-    let dir = cleanup.dir.as_ref().expect("set above");
     let mut state = ContainerState {
         oci_version: spec.version().clone(),
         id: options.id.clone(),
@@ -307,22 +320,29 @@ pub(crate) fn create_attached(
         bundle: bundle.clone(),
         rootfs: checked.rootfs.clone(),
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
+        annotations: annotations.clone(),
         init_start_time: 0,
         cgroup: Default::default(),
         ebpf: None,
         own_pid_namespace: plan.is_new(LinuxNamespaceType::Pid),
         no_new_keyring: options.no_new_keyring,
         phases: Vec::new(),
+        trace: telemetry::container_trace(),
         config: spec.clone(),
     };
     let mut cgroup = Cgroup::new(&spec, &options.id)?;
     // Record the paths before making anything, so a runtime killed from here
     // on leaves enough for `delete --force` to clean up.
     state.cgroup = cgroup.paths().clone();
-    dir.write(&state)?;
+    let fifo = step(info_span!("state.create"), || -> Result<OwnedFd> {
+        cleanup.dir = Some(StateDir::create(root, &options.id)?);
+        let dir = cleanup.dir.as_ref().expect("set just above");
+        dir.write(&state)?;
+        make_exec_fifo(dir, &spec)
+    })?;
+    let dir = cleanup.dir.as_ref().expect("set by state.create");
     cleanup.cgroup = Some(cgroup.clone());
-    let delegated = match cgroup.create(&spec) {
+    let delegated = match step(info_span!("cgroup.create"), || cgroup.create(&spec)) {
         Ok(()) => true,
         // Without root and without a cgroup delegated to the caller, runc runs
         // the container in the caller's cgroup; so does lucid.
@@ -354,49 +374,27 @@ pub(crate) fn create_attached(
     if delegated {
         // ebpf.attach: before any process exists, so the device filter (where
         // it is the only one) is in place before the container could open a device.
-        let registration = crate::ebpf::attach(&crate::ebpf::AttachRequest {
-            state_root: root,
-            cgroup_dir: cgroup.paths().unified.as_deref(),
-            devices: cgroup
-                .device_filter_needed()
-                .then(|| crate::cgroups::devices::rules(&spec)),
-            syscall_latency: crate::ebpf::wants_latency(&state.annotations)?,
+        let registration = step(info_span!("ebpf.attach"), || -> Result<_> {
+            Ok(crate::ebpf::attach(&crate::ebpf::AttachRequest {
+                state_root: root,
+                cgroup_dir: cgroup.paths().unified.as_deref(),
+                devices: cgroup
+                    .device_filter_needed()
+                    .then(|| crate::cgroups::devices::rules(&spec)),
+                syscall_latency: crate::ebpf::wants_latency(&state.annotations)?,
+            })?)
         })?;
         cleanup.ebpf = registration.clone();
         state.ebpf = registration;
     }
     dir.write(&state)?;
-    let fifo_path = dir.exec_fifo();
-    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
-        .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;
-    // The init process opens it for writing after switching to the
-    // container's user: make it writable by anyone (mkfifo applied the umask)
-    // and owned by the container's root.
-    std::fs::set_permissions(
-        &fifo_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o622),
-    )
-    .map_err(|e| Error::os(format!("making {} writable", fifo_path.display()), e))?;
-    let (root_uid, root_gid) = container_root_ids(&spec);
-    std::os::unix::fs::chown(&fifo_path, Some(root_uid), Some(root_gid)).map_err(|e| {
-        Error::os(
-            format!("handing {} to the container", fifo_path.display()),
-            e,
-        )
-    })?;
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(&fifo_path)
-        .map_err(|e| Error::os(format!("opening {}", fifo_path.display()), e))?;
-    let fifo = OwnedFd::from(fifo);
     let cgroup_mounts = cgroup.mount_sources();
     let mut close_now = vec![dir.lock_fd()];
     close_now.extend(console_ours.as_ref().map(|fd| fd.as_raw_fd()));
     close_now.extend(pidfd_socket.as_ref().map(|fd| fd.as_raw_fd()));
     let init = InitConfig {
         id: &options.id,
-        spec: &spec,
+        spec: init_spec,
         process: &process,
         plan: &plan,
         joins: &joins,
@@ -414,17 +412,16 @@ pub(crate) fn create_attached(
         sigmask,
         close_now,
     };
-    let annotations = state.annotations.clone();
     let mut spawned_pid = None;
     let mut runtime_hooks = |pid: i32| {
-        let hook_state = hook_state(
-            &spec,
-            &options.id,
-            Status::Creating,
-            Some(pid),
-            &bundle,
-            &annotations,
-        );
+        let hook_state = HookState {
+            oci_version: spec.version(),
+            id: &options.id,
+            status: Status::Creating,
+            pid: Some(pid),
+            bundle: &bundle,
+            annotations: &annotations,
+        };
         hooks::run_all(
             HookKind::Prestart,
             &HookKind::Prestart.hooks(&spec),
@@ -438,6 +435,7 @@ pub(crate) fn create_attached(
     };
     let mut on_pid = |pid: i32| {
         spawned_pid = Some(pid);
+        telemetry::annotate("process.pid", i64::from(pid));
         state.pid = pid;
         state.init_start_time = crate::process::start_time(pid).unwrap_or_default();
         if let Err(e) = dir.write(&state) {
@@ -458,12 +456,14 @@ pub(crate) fn create_attached(
         );
         Ok(program.send_to_listener(&fd, pid, &state)?)
     };
-    let result = spawn_init(SpawnRequest {
-        init,
-        cgroup: &cgroup,
-        runtime_hooks: &mut runtime_hooks,
-        on_pid: &mut on_pid,
-        on_notify: &mut on_notify,
+    let result = step(info_span!("init.spawn"), || {
+        spawn_init(SpawnRequest {
+            init,
+            cgroup: &cgroup,
+            runtime_hooks: &mut runtime_hooks,
+            on_pid: &mut on_pid,
+            on_notify: &mut on_notify,
+        })
     });
     drop(console_socket);
     cleanup.pid = spawned_pid;
@@ -471,14 +471,17 @@ pub(crate) fn create_attached(
     if let Some(socket) = &pidfd_socket {
         send_pidfd(socket, spawned.pidfd.as_ref(), "standard")?;
     }
-    state.pid = spawned.pid.as_raw();
-    state.init_start_time = crate::process::start_time(state.pid).unwrap_or_default();
-    state.status = Status::Created;
-    state.phases = spawned.phases.clone();
-    dir.write(&state)?;
-    if let Some(pid_file) = &options.pid_file {
-        write_pid_file(pid_file, state.pid)?;
-    }
+    step(info_span!("state.write"), || -> Result<()> {
+        state.pid = spawned.pid.as_raw();
+        state.init_start_time = crate::process::start_time(state.pid).unwrap_or_default();
+        state.status = Status::Created;
+        state.phases = spawned.phases.clone();
+        dir.write(&state)?;
+        if let Some(pid_file) = &options.pid_file {
+            write_pid_file(pid_file, state.pid)?;
+        }
+        Ok(())
+    })?;
     cleanup.disarm();
     Ok(Created {
         pid: state.pid,
@@ -502,6 +505,56 @@ pub(crate) fn send_pidfd(socket: &OwnedFd, pidfd: Option<&OwnedFd>, kind: &str) 
         pidfd.as_raw_fd(),
     )
     .map_err(|e| Error::os("sending the pidfd to --pidfd-socket", e))
+}
+
+/// Makes the exec FIFO the init process blocks on, and opens it (O_PATH) for
+/// the init process to reopen.
+fn make_exec_fifo(dir: &StateDir, spec: &Spec) -> Result<OwnedFd> {
+    let fifo_path = dir.exec_fifo();
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;
+    // The init process opens it for writing after switching to the
+    // container's user: make it writable by anyone (mkfifo applied the umask)
+    // and owned by the container's root.
+    std::fs::set_permissions(
+        &fifo_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o622),
+    )
+    .map_err(|e| Error::os(format!("making {} writable", fifo_path.display()), e))?;
+    let (root_uid, root_gid) = container_root_ids(spec);
+    std::os::unix::fs::chown(&fifo_path, Some(root_uid), Some(root_gid)).map_err(|e| {
+        Error::os(
+            format!("handing {} to the container", fifo_path.display()),
+            e,
+        )
+    })?;
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(&fifo_path)
+        .map_err(|e| Error::os(format!("opening {}", fifo_path.display()), e))?;
+    Ok(OwnedFd::from(fifo))
+}
+
+/// A copy of the spec whose process also gets `TRACEPARENT` (and
+/// `TRACESTATE`), replacing any the bundle set.
+fn with_trace_env(spec: &Spec, traceparent: &str, tracestate: &str) -> Spec {
+    let mut spec = spec.clone();
+    if let Some(process) = spec.process_mut() {
+        let mut env: Vec<String> = process
+            .env()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !v.starts_with("TRACEPARENT=") && !v.starts_with("TRACESTATE="))
+            .collect();
+        env.push(format!("TRACEPARENT={traceparent}"));
+        if !tracestate.is_empty() {
+            env.push(format!("TRACESTATE={tracestate}"));
+        }
+        process.set_env(Some(env));
+    }
+    spec
 }
 
 /// The host uid and gid that are root inside the container.

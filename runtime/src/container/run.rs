@@ -7,10 +7,12 @@ use std::path::Path;
 
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
+use tracing::info_span;
 
 use super::create::{create, create_attached, Attach, CreateOptions};
 use crate::foreground::{self, Relay, Signals};
 use crate::state::StateDir;
+use crate::telemetry::step;
 use crate::{Error, Result};
 
 /// Settings of `run`.
@@ -29,23 +31,27 @@ pub struct RunOptions {
 pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
     let id = &options.create.id;
     if options.detach {
-        create(
-            root,
-            &options.create,
-            SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty()),
-        )?;
+        step(info_span!("create"), || {
+            create(
+                root,
+                &options.create,
+                SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty()),
+            )
+        })?;
         start_or_remove(root, id)?;
         return Ok(0);
     }
     // Reap orphans of a container without its own pid namespace too.
     foreground::become_subreaper();
     let signals = Signals::block()?;
-    let created = create_attached(
-        root,
-        &options.create,
-        signals.previous(),
-        Attach::Foreground(crate::terminal::caller_size()),
-    )?;
+    let created = step(info_span!("create"), || {
+        create_attached(
+            root,
+            &options.create,
+            signals.previous(),
+            Attach::Foreground(crate::terminal::caller_size()),
+        )
+    })?;
     // A terminal container's init sent its pty master during create.
     let relay = match &created.console {
         Some(socket) => match crate::terminal::recv_fd(socket.as_fd())
@@ -62,11 +68,19 @@ pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
     };
     drop(created.console);
     start_or_remove(root, id)?;
-    let code = foreground::wait(Pid::from_raw(created.pid), &signals, relay)?;
+    // Write out create and start now: the container may run for long.
+    crate::telemetry::flush();
+    let code = step(info_span!("wait"), || {
+        let code = foreground::wait(Pid::from_raw(created.pid), &signals, relay)?;
+        crate::telemetry::annotate("process.exit.code", i64::from(code));
+        Ok::<_, Error>(code)
+    })?;
     if !options.keep {
-        let dir = StateDir::open(root, id)?;
-        let state = dir.read()?;
-        super::delete::destroy(dir, &state)?;
+        step(info_span!("delete"), || -> Result<()> {
+            let dir = StateDir::open(root, id)?;
+            let state = dir.read()?;
+            super::delete::destroy(dir, &state)
+        })?;
     }
     Ok(code)
 }
@@ -78,7 +92,7 @@ fn remove(root: &Path, id: &str) {
 }
 
 fn start_or_remove(root: &Path, id: &str) -> Result<()> {
-    if let Err(e) = super::start::start(root, id) {
+    if let Err(e) = step(info_span!("start"), || super::start::start(root, id)) {
         remove(root, id);
         return Err(e);
     }

@@ -21,7 +21,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// A phase of set-up measured inside the init process (CLOCK_REALTIME), sent
 /// to the runtime, which turns it into a span.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseTiming {
     /// The phase's span name (`rootfs.mount`, `process.setup`, …).
     pub name: String,
@@ -29,6 +29,15 @@ pub struct PhaseTiming {
     pub start_ns: u64,
     /// End, nanoseconds since the Unix epoch.
     pub end_ns: u64,
+    /// On-CPU time of the process during the phase, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
+    /// What the phase worked on, as span attributes (`hook.path` for a hook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<(String, String)>,
+    /// Why the phase failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Messages from the init (or intermediate) process to the runtime.
@@ -58,7 +67,55 @@ pub enum InitMessage {
         phase: String,
         /// What went wrong.
         message: String,
+        /// The phases measured until then, the failed one last.
+        #[serde(default)]
+        phases: Vec<PhaseTiming>,
     },
+}
+
+/// What the init process writes on the exec FIFO once `start` opened it,
+/// one JSON message per line. The init process keeps its end of the FIFO
+/// open, close-on-exec, through `execve`: the end of file that `start` then
+/// reads marks the moment the container's program replaced the init process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartMessage {
+    /// The startContainer hooks ran; exec follows.
+    Started {
+        /// The startContainer hooks, one phase each.
+        phases: Vec<PhaseTiming>,
+        /// When the init process began its last steps before exec (ns since the epoch).
+        exec_start_ns: u64,
+    },
+    /// A startContainer hook failed; the init process exits.
+    HookFailed {
+        /// The hooks run, the failed one last.
+        phases: Vec<PhaseTiming>,
+        /// The hook's error.
+        message: String,
+    },
+    /// `execve` failed; the init process exits.
+    ExecFailed {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl StartMessage {
+    /// The message as one line.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// Every message in what was read from the FIFO.
+    pub fn parse_all(bytes: &[u8]) -> Result<Vec<StartMessage>, ChannelError> {
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).map_err(ChannelError::from))
+            .collect()
+    }
 }
 
 /// Messages from the runtime to the init (or intermediate) process.
@@ -217,6 +274,9 @@ mod tests {
                 name: "rootfs.mount".into(),
                 start_ns: 1,
                 end_ns: 2,
+                cpu_ns: Some(1),
+                attributes: vec![("hook.path".into(), "/bin/true".into())],
+                error: None,
             }],
         };
         b.send(&ready).unwrap();
@@ -243,5 +303,22 @@ mod tests {
         let (message, fd) = a.recv_with_fd::<InitMessage>().unwrap().unwrap();
         assert_eq!(message, InitMessage::RunCreateRuntimeHooks);
         assert!(fd.is_none());
+    }
+
+    #[test]
+    fn start_messages_are_read_line_by_line() {
+        let started = StartMessage::Started {
+            phases: Vec::new(),
+            exec_start_ns: 7,
+        };
+        let failed = StartMessage::ExecFailed {
+            message: "exec /x: EACCES".into(),
+        };
+        let mut bytes = started.to_line();
+        bytes.extend(failed.to_line());
+        assert_eq!(
+            StartMessage::parse_all(&bytes).unwrap(),
+            vec![started, failed]
+        );
     }
 }

@@ -12,9 +12,9 @@
 //! execve arrays are built, failures are formatted on the stack. So the
 //! process allocates nothing once the filter is active, and makes only the
 //! system calls it cannot avoid: `sendmsg`/`sendto` and `close` (the notify
-//! fd, `Ready`), `capset` (when the filter was loaded without
-//! `noNewPrivileges`), `prctl`, `open`/`write`/`close` of the exec FIFO,
-//! `close_range`, `rt_sigaction`, `rt_sigprocmask` and `execve`.
+//! fd, `Ready`), `clock_gettime` (phase timings), `capset` (when the filter
+//! was loaded without `noNewPrivileges`), `prctl`, `open`/`write` of the exec
+//! FIFO, `close_range`, `rt_sigaction`, `rt_sigprocmask` and `execve`.
 //! startContainer hooks are the exception: they run between `start` and exec,
 //! under the filter, as with runc.
 
@@ -30,7 +30,9 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{SigHandler, SigSet, Signal};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use super::channel::{Channel, InitMessage, PhaseTiming, RuntimeMessage, MAX_MESSAGE};
+use super::channel::{
+    Channel, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
+};
 use super::setup::{self, CapabilitySets, ExecArgs};
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::{self, NamespacePlan, OpenedJoins};
@@ -107,28 +109,67 @@ fn now_ns() -> u64 {
         .unwrap_or_default()
 }
 
+fn thread_cpu_ns() -> u64 {
+    super::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
 /// Phase timings recorded so far.
 #[derive(Default)]
 struct Phases(Vec<PhaseTiming>);
 
 impl Phases {
-    /// Runs one phase. Its record is made before `f` runs, so a phase after
-    /// which nothing may allocate (`seccomp.load`) can be recorded too.
     fn run<T>(
         &mut self,
         name: &'static str,
         f: impl FnOnce() -> Result<T, Failure>,
     ) -> Result<T, Failure> {
+        self.run_with(name, Vec::new(), f)
+    }
+
+    /// Runs a phase whose span carries `attributes`. Its record is made
+    /// before `f` runs, so a phase after which nothing may allocate
+    /// (`seccomp.load`) can be recorded too.
+    fn run_with<T>(
+        &mut self,
+        name: &'static str,
+        attributes: Vec<(String, String)>,
+        f: impl FnOnce() -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         let name = name.to_owned();
         self.0.reserve(1);
         let start_ns = now_ns();
+        let cpu = thread_cpu_ns();
         let result = f();
         self.0.push(PhaseTiming {
             name,
             start_ns,
             end_ns: now_ns(),
+            cpu_ns: Some(thread_cpu_ns().saturating_sub(cpu)),
+            attributes,
+            error: result.as_ref().err().map(|f| f.message.clone()),
         });
         result
+    }
+
+    /// Runs each hook of `kind` as a phase of its own.
+    fn run_hooks(
+        &mut self,
+        kind: HookKind,
+        list: &[oci_spec::runtime::Hook],
+        state: &HookState,
+    ) -> Result<(), Failure> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let name = kind.span_name();
+        let stdin = serde_json::to_vec(state).map_err(fail(name))?;
+        for hook in list {
+            let attributes = vec![("hook.path".to_owned(), hook.path().display().to_string())];
+            self.run_with(name, attributes, || {
+                hooks::run(kind, hook, &stdin).map_err(fail(name))
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -158,12 +199,13 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
         // used by the child; closing them cannot invalidate anything it holds.
         unsafe { libc::close(*fd) };
     }
+    let mut phases = Phases::default();
     let result = match role {
         Role::Intermediate => intermediate(config, channel).map(|()| 0),
         Role::DirectInit | Role::ForkedInit => {
-            init(config, channel, role).map(|never| match never {})
+            init(config, channel, role, &mut phases).map(|never| match never {})
         }
-        Role::Exec => exec_process(config, channel).map(|never| match never {}),
+        Role::Exec => exec_process(config, channel, &mut phases).map(|never| match never {}),
     };
     match result {
         Ok(code) => exit(code),
@@ -171,6 +213,7 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
             let _ = channel.send(&InitMessage::Failed {
                 phase: failure.phase.to_owned(),
                 message: failure.message,
+                phases: phases.0,
             });
             exit(1)
         }
@@ -321,7 +364,12 @@ fn join_keyring(config: &InitConfig) -> Result<(), String> {
 }
 
 /// The init process: set-up, then wait on the exec FIFO, then exec.
-fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible, Failure> {
+fn init(
+    config: &InitConfig,
+    channel: &Channel,
+    role: Role,
+    phases: &mut Phases,
+) -> Result<Infallible, Failure> {
     set_name("lucid:init");
     // Die with the runtime (our parent, also when an intermediate forked us)
     // while set-up runs.
@@ -335,7 +383,6 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
         phase: "init.spawn",
         message: "the init process has no container to set up".into(),
     })?;
-    let mut phases = Phases::default();
     phases.run("namespaces.join", || {
         // Forked by an intermediate, the process was born in its namespaces.
         if role == Role::DirectInit {
@@ -398,17 +445,11 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
         bundle: container.bundle,
         annotations: &annotations,
     };
-    let create_container = HookKind::CreateContainer.hooks(spec);
-    if !create_container.is_empty() {
-        phases.run("hook.createContainer", || {
-            hooks::run_all(
-                HookKind::CreateContainer,
-                &create_container,
-                &hook_state(Status::Creating),
-            )
-            .map_err(fail("hook.createContainer"))
-        })?;
-    }
+    phases.run_hooks(
+        HookKind::CreateContainer,
+        &HookKind::CreateContainer.hooks(spec),
+        &hook_state(Status::Creating),
+    )?;
     if let Some(socket) = config.console_socket {
         phases.run("console", || {
             setup_console(Some(&root), socket, process).map_err(fail("console"))
@@ -435,46 +476,71 @@ fn init(config: &InitConfig, channel: &Channel, role: Role) -> Result<Infallible
     let fifo_path = CString::new(format!("/proc/self/fd/{}", container.exec_fifo.as_raw_fd()))
         .map_err(fail("init.wait"))?;
     let mut out = Vec::with_capacity(MAX_MESSAGE);
-    load_seccomp(config, channel, &caps, keep, &mut phases)?;
+    load_seccomp(config, channel, &caps, keep, phases)?;
     // The runtime that waits for Ready is about to exit: stop dying with it.
     set_parent_death_signal(0);
-    send_ready(channel, phases, &mut out);
+    send_ready(channel, std::mem::take(&mut phases.0), &mut out);
     let fifo = wait_for_start(&fifo_path);
     // startContainer hooks run after `start` opened the FIFO and before it
     // hears back, so a failing hook fails `start`.
-    if !start_container.is_empty() {
-        if let Err(e) = hooks::run_all(
-            HookKind::StartContainer,
-            &start_container,
-            &hook_state(Status::Created),
-        ) {
-            let message = format!("{START_FAILED}{e}");
-            write_all(fifo.as_raw_fd(), message.as_bytes());
-            exit(1);
-        }
+    let mut start_phases = Phases::default();
+    if let Err(failure) = start_phases.run_hooks(
+        HookKind::StartContainer,
+        &start_container,
+        &hook_state(Status::Created),
+    ) {
+        let message = StartMessage::HookFailed {
+            phases: start_phases.0,
+            message: failure.message,
+        };
+        write_all(fifo.as_raw_fd(), &message.to_line());
+        exit(1);
     }
-    if let Err(e) = nix::unistd::write(&fifo, START_OK) {
-        fatal(channel, "init.wait", "writing the exec FIFO", e, None);
+    let started = StartMessage::Started {
+        phases: start_phases.0,
+        exec_start_ns: now_ns(),
+    };
+    out.clear();
+    if serde_json::to_writer(&mut out, &started).is_err() {
+        let err = Errno::EMSGSIZE;
+        fatal(
+            channel,
+            "init.wait",
+            "encoding the start message",
+            err,
+            None,
+            None,
+        );
     }
-    drop(fifo);
+    out.push(b'\n');
+    if let Err(e) = nix::unistd::write(&fifo, &out) {
+        fatal(channel, "init.wait", "writing the exec FIFO", e, None, None);
+    }
+    // The FIFO stays open (close-on-exec) through execve: `start` reads its
+    // end of file as the moment of exec.
     prepare_exec(config.preserve_fds, &config.sigmask);
     let err = exec.exec();
+    let program = Some(exec.program().to_bytes());
     fatal(
         channel,
         "init.exec",
         "exec",
         err,
-        Some(exec.program().to_bytes()),
+        program,
+        Some(fifo.as_raw_fd()),
     )
 }
 
 /// A process `exec` starts: its own set-up, then exec at once.
-fn exec_process(config: &InitConfig, channel: &Channel) -> Result<Infallible, Failure> {
+fn exec_process(
+    config: &InitConfig,
+    channel: &Channel,
+    phases: &mut Phases,
+) -> Result<Infallible, Failure> {
     set_name("lucid:exec");
     set_parent_death_signal(libc::SIGKILL);
     new_session("process.setup")?;
     let process = config.process;
-    let mut phases = Phases::default();
     if let Some(socket) = config.console_socket {
         phases.run("console", || {
             setup_console(None, socket, process).map_err(fail("console"))
@@ -490,20 +556,15 @@ fn exec_process(config: &InitConfig, channel: &Channel) -> Result<Infallible, Fa
         setup_process(config, &caps, keep).map_err(fail("process.setup"))
     })?;
     let mut out = Vec::with_capacity(MAX_MESSAGE);
-    load_seccomp(config, channel, &caps, keep, &mut phases)?;
+    load_seccomp(config, channel, &caps, keep, phases)?;
     // A detached exec outlives `lucid exec`.
     set_parent_death_signal(0);
-    send_ready(channel, phases, &mut out);
+    send_ready(channel, std::mem::take(&mut phases.0), &mut out);
     prepare_exec(config.preserve_fds, &config.sigmask);
     let err = exec.exec();
     // The runtime waits for the channel to close at exec, or for this.
-    fatal(
-        channel,
-        "init.exec",
-        "exec",
-        err,
-        Some(exec.program().to_bytes()),
-    )
+    let program = Some(exec.program().to_bytes());
+    fatal(channel, "init.exec", "exec", err, program, None)
 }
 
 /// The `process.setup` step: limits, user, capabilities, working directory,
@@ -604,6 +665,7 @@ fn load_seccomp(
                     "handing over the notify fd",
                     errno(&e),
                     None,
+                    None,
                 );
             }
         }
@@ -614,6 +676,7 @@ fn load_seccomp(
                     "seccomp.load",
                     "dropping CAP_SYS_ADMIN",
                     errno(&e),
+                    None,
                     None,
                 );
             }
@@ -628,15 +691,17 @@ fn errno(e: &std::io::Error) -> Errno {
 
 /// Sends `Ready` with the phases, serialized into `out` (which has room for
 /// it, so nothing allocates).
-fn send_ready(channel: &Channel, phases: Phases, out: &mut Vec<u8>) {
+fn send_ready(channel: &Channel, phases: Vec<PhaseTiming>, out: &mut Vec<u8>) {
     out.clear();
-    let message = InitMessage::Ready { phases: phases.0 };
+    let message = InitMessage::Ready { phases };
     if serde_json::to_writer(&mut *out, &message).is_err() {
+        let err = Errno::EMSGSIZE;
         fatal(
             channel,
             "init.ready",
             "encoding the ready message",
-            Errno::EMSGSIZE,
+            err,
+            None,
             None,
         );
     }
@@ -646,6 +711,7 @@ fn send_ready(channel: &Channel, phases: Phases, out: &mut Vec<u8>) {
             "init.ready",
             "telling the runtime",
             errno(&e),
+            None,
             None,
         );
     }
@@ -718,16 +784,18 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) {
     }
 }
 
-/// Reports a failure after the seccomp filter without allocating: as
-/// `Failed` on the sync channel when the runtime still listens (`create`
-/// before `Ready`, `exec`), else on the container's stderr, which the caller
-/// of `start` or `run` sees. Then exits with 127.
+/// Reports a failure after the seccomp filter without allocating, then exits
+/// with 127: once `start` has released the process (`fifo`), as `ExecFailed`
+/// on the exec FIFO for `start` and on the container's stderr; before, as
+/// `Failed` on the sync channel while the runtime listens (`create` before
+/// `Ready`, `exec`), or on stderr when it no longer does.
 fn fatal(
     channel: &Channel,
     phase: &'static str,
     what: &str,
     err: Errno,
     subject: Option<&[u8]>,
+    fifo: Option<RawFd>,
 ) -> ! {
     let mut message = StackText::new();
     message.push(what.as_bytes());
@@ -737,23 +805,30 @@ fn fatal(
     }
     let _ = write!(message, ": {}", err.desc());
     let mut json = StackText::new();
-    json.push_raw(b"{\"Failed\":{\"phase\":\"");
-    json.push_raw(phase.as_bytes());
-    json.push_raw(b"\",\"message\":\"");
-    json.push(message.bytes());
-    json.push_raw(b"\"}}");
-    if channel.send_bytes(json.bytes(), None).is_err() {
+    let told = match fifo {
+        Some(fifo) => {
+            json.push_raw(b"{\"ExecFailed\":{\"message\":\"");
+            json.push(message.bytes());
+            json.push_raw(b"\"}}\n");
+            write_all(fifo, json.bytes());
+            false
+        }
+        None => {
+            json.push_raw(b"{\"Failed\":{\"phase\":\"");
+            json.push_raw(phase.as_bytes());
+            json.push_raw(b"\",\"message\":\"");
+            json.push(message.bytes());
+            json.push_raw(b"\"}}");
+            channel.send_bytes(json.bytes(), None).is_ok()
+        }
+    };
+    if !told {
         write_all(2, b"lucid: ");
         write_all(2, message.bytes());
         write_all(2, b"\n");
     }
     exit(127)
 }
-
-/// What the init process writes on the exec FIFO when it goes on to exec.
-pub const START_OK: &[u8] = b"0";
-/// The prefix of what it writes when a startContainer hook failed.
-pub const START_FAILED: &str = "1";
 
 /// Blocks until `start` opens the exec FIFO; returns it for the answer.
 /// The FIFO is reopened through /proc (now the container's own procfs)
@@ -835,6 +910,58 @@ fn mark_cloexec_from(first: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `f` (which exits) in a forked child and waits for it.
+    fn in_child(f: impl FnOnce()) -> i32 {
+        // SAFETY: the child only runs `f`, which writes and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                f();
+                exit(0)
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waitpid on our own child with a valid status pointer.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                libc::WEXITSTATUS(status)
+            }
+        }
+    }
+
+    #[test]
+    fn failures_after_the_filter_are_messages_the_runtime_and_start_read() {
+        let (ours, theirs) = Channel::pair().unwrap();
+        let code = in_child(|| {
+            fatal(
+                &theirs,
+                "init.exec",
+                "exec",
+                Errno::ENOEXEC,
+                Some(b"/bin/\"x\""),
+                None,
+            )
+        });
+        assert_eq!(code, 127);
+        let Some(InitMessage::Failed { phase, message, .. }) = ours.recv().unwrap() else {
+            panic!("no Failed message")
+        };
+        assert_eq!(phase, "init.exec");
+        assert_eq!(message, "exec /bin/x: Exec format error");
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let code = in_child(|| {
+            let fifo = Some(write.as_raw_fd());
+            fatal(&theirs, "init.exec", "exec", Errno::ENOENT, None, fifo)
+        });
+        assert_eq!(code, 127);
+        drop(write);
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut text).unwrap();
+        let messages = StartMessage::parse_all(&text).unwrap();
+        assert!(
+            matches!(&messages[..], [StartMessage::ExecFailed { message }] if message.contains("No such file")),
+            "{messages:?}"
+        );
+    }
 
     #[test]
     fn stack_text_keeps_json_strings_intact() {

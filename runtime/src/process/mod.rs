@@ -12,7 +12,7 @@ pub mod init;
 pub mod setup;
 pub mod spawn;
 
-pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage};
+pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage, StartMessage};
 pub use spawn::{spawn_exec, spawn_init, SpawnRequest, Spawned};
 
 /// What can go wrong creating or reaching the container's processes.
@@ -68,6 +68,19 @@ pub enum ProcessError {
     /// The cgroups could not take the process.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+}
+
+/// The time on `clock` (a CPU-time clock) in nanoseconds, 0 if unreadable.
+pub fn cpu_time_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Fields of /proc/PID/stat after the command name.

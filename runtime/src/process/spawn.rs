@@ -171,9 +171,20 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
                 }
             }
             Some((InitMessage::SeccompNotify, Some(fd))) => (request.on_notify)(fd, pid.as_raw())?,
-            Some((InitMessage::Ready { phases }, _)) => break phases,
-            Some((InitMessage::Failed { phase, message }, _)) => {
-                return Err(ProcessError::InitFailed { phase, message })
+            Some((InitMessage::Ready { phases }, _)) => {
+                crate::telemetry::record_phases(&phases);
+                break phases;
+            }
+            Some((
+                InitMessage::Failed {
+                    phase,
+                    message,
+                    phases,
+                },
+                _,
+            )) => {
+                crate::telemetry::record_phases(&phases);
+                return Err(ProcessError::InitFailed { phase, message });
             }
             Some((other, _)) => {
                 return Err(ProcessError::InitDied(format!(
@@ -187,7 +198,7 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         // The channel closes when the process execs; a failed exec says why.
         match ours.recv::<InitMessage>()? {
             None => {}
-            Some(InitMessage::Failed { phase, message }) => {
+            Some(InitMessage::Failed { phase, message, .. }) => {
                 return Err(ProcessError::InitFailed { phase, message })
             }
             Some(other) => {
@@ -214,7 +225,7 @@ fn expect(
     wanted: impl Fn(&InitMessage) -> bool,
 ) -> Result<InitMessage, ProcessError> {
     match channel.recv::<InitMessage>()? {
-        Some(InitMessage::Failed { phase, message }) => {
+        Some(InitMessage::Failed { phase, message, .. }) => {
             Err(ProcessError::InitFailed { phase, message })
         }
         Some(message) if wanted(&message) => Ok(message),

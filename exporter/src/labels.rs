@@ -1,0 +1,172 @@
+//! A container's labels: its ID, a name, and the Kubernetes pod, namespace and
+//! container name when the engine that created it put them in the OCI annotations.
+
+use std::collections::HashMap;
+
+use crate::metrics::{render_labels, CONTAINER_LABELS};
+
+/// Annotations naming the container, first found wins: containerd's CRI plugin,
+/// CRI-O, nerdctl, and `lucid.name` (podman passes no name to the runtime:
+/// `podman run --annotation lucid.name=NAME` gives one).
+const NAME_KEYS: &[&str] = &[
+    "io.kubernetes.cri.container-name",
+    "io.kubernetes.container.name",
+    "nerdctl/name",
+    "lucid.name",
+];
+/// Annotations naming the pod (containerd's CRI plugin, CRI-O).
+const POD_KEYS: &[&str] = &["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"];
+/// Annotations naming the pod's namespace (containerd's CRI plugin, CRI-O).
+const NAMESPACE_KEYS: &[&str] = &[
+    "io.kubernetes.cri.sandbox-namespace",
+    "io.kubernetes.pod.namespace",
+];
+/// Annotations naming the image (containerd's CRI plugin, CRI-O, nerdctl).
+const IMAGE_KEYS: &[&str] = &[
+    "io.kubernetes.cri.image-name",
+    "io.kubernetes.cri-o.ImageName",
+    "nerdctl/image",
+    "org.opencontainers.image.ref.name",
+];
+/// Annotations saying a container is a pod's sandbox (pause) container.
+const SANDBOX_KEYS: &[(&str, &str)] = &[
+    ("io.kubernetes.cri.container-type", "sandbox"),
+    ("io.kubernetes.cri-o.ContainerType", "sandbox"),
+];
+
+/// The label values of one container, in [`CONTAINER_LABELS`] order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerLabels {
+    /// The container ID (`container_id`).
+    pub container_id: String,
+    /// The best name known: the Kubernetes or engine's container name, else the ID (`name`).
+    pub name: String,
+    /// The Kubernetes container name, empty outside Kubernetes and for sandboxes (`container`).
+    pub container: String,
+    /// The Kubernetes pod (`pod`).
+    pub pod: String,
+    /// The Kubernetes namespace (`namespace`).
+    pub namespace: String,
+    /// The image, where an annotation names it (`image`).
+    pub image: String,
+}
+
+fn first(annotations: &HashMap<String, String>, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|k| annotations.get(*k))
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
+impl ContainerLabels {
+    /// The labels of container `id` with these OCI annotations.
+    pub fn from_annotations(id: &str, annotations: &HashMap<String, String>) -> Self {
+        let sandbox = SANDBOX_KEYS
+            .iter()
+            .any(|(k, v)| annotations.get(*k).is_some_and(|a| a == v));
+        let kube_container = if sandbox {
+            None
+        } else {
+            first(annotations, &NAME_KEYS[..2])
+        };
+        let pod = first(annotations, POD_KEYS).unwrap_or_default();
+        let name = first(annotations, NAME_KEYS)
+            .filter(|_| !sandbox)
+            .or_else(|| (sandbox && !pod.is_empty()).then(|| format!("{pod}-sandbox")))
+            .unwrap_or_else(|| id.to_owned());
+        ContainerLabels {
+            container_id: id.to_owned(),
+            name,
+            container: kube_container.unwrap_or_default(),
+            pod,
+            namespace: first(annotations, NAMESPACE_KEYS).unwrap_or_default(),
+            image: first(annotations, IMAGE_KEYS).unwrap_or_default(),
+        }
+    }
+
+    /// The values in [`CONTAINER_LABELS`] order.
+    pub fn values(&self) -> [&str; 6] {
+        [
+            &self.container_id,
+            &self.name,
+            &self.container,
+            &self.pod,
+            &self.namespace,
+            &self.image,
+        ]
+    }
+
+    /// The labels as the text format writes them (`container_id="…",name="…",…`).
+    pub fn render(&self) -> String {
+        let pairs: Vec<(&str, &str)> = CONTAINER_LABELS
+            .iter()
+            .copied()
+            .zip(self.values())
+            .collect();
+        render_labels(&pairs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn containerd_cri_annotations_give_pod_namespace_and_container() {
+        let l = ContainerLabels::from_annotations(
+            "abc",
+            &ann(&[
+                ("io.kubernetes.cri.container-type", "container"),
+                ("io.kubernetes.cri.container-name", "web"),
+                ("io.kubernetes.cri.sandbox-name", "web-7d9"),
+                ("io.kubernetes.cri.sandbox-namespace", "shop"),
+                ("io.kubernetes.cri.image-name", "nginx:1.27"),
+            ]),
+        );
+        assert_eq!(
+            l.values(),
+            ["abc", "web", "web", "web-7d9", "shop", "nginx:1.27"]
+        );
+    }
+
+    #[test]
+    fn crio_annotations_give_pod_namespace_and_container() {
+        let l = ContainerLabels::from_annotations(
+            "abc",
+            &ann(&[
+                ("io.kubernetes.container.name", "db"),
+                ("io.kubernetes.pod.name", "db-0"),
+                ("io.kubernetes.pod.namespace", "data"),
+            ]),
+        );
+        assert_eq!(l.values(), ["abc", "db", "db", "db-0", "data", ""]);
+    }
+
+    #[test]
+    fn a_sandbox_has_no_container_label() {
+        let l = ContainerLabels::from_annotations(
+            "p1",
+            &ann(&[
+                ("io.kubernetes.cri.container-type", "sandbox"),
+                ("io.kubernetes.cri.sandbox-name", "web-7d9"),
+                ("io.kubernetes.cri.sandbox-namespace", "shop"),
+            ]),
+        );
+        assert_eq!(l.container, "");
+        assert_eq!(l.name, "web-7d9-sandbox");
+        assert_eq!(l.pod, "web-7d9");
+    }
+
+    #[test]
+    fn without_annotations_the_name_is_the_id() {
+        let l = ContainerLabels::from_annotations("plain", &HashMap::new());
+        assert_eq!(l.values(), ["plain", "plain", "", "", "", ""]);
+    }
+}

@@ -1,0 +1,1014 @@
+//! `lucid-exporter` against real containers, real eBPF programs and Debian's
+//! real Prometheus server, as root.
+//!
+//! Every test starts its own exporter (and Prometheus) on loopback ports with
+//! private state, pins its eBPF programs under its own pin root, and stops and
+//! removes all of it by pid and path when it ends, also when it fails.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lucid_tests::{lucid_bin, Bundle, Runtime, CGROUP_PARENT};
+use serde_json::Value;
+
+// ---------------------------------------------------------------- processes
+
+/// A process this test started; killed by pid and reaped on drop.
+struct Process {
+    child: Child,
+    what: &'static str,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB, from /proc/PID/status.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("{} (pid {}) is gone: {e}", self.what, self.pid()));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+/// A bare HTTP/1.1 GET on loopback: (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header in {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing with `what` after `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---------------------------------------------------------------- eBPF pins
+
+/// A private pin root under /sys/fs/bpf, removed (all links detached) on drop.
+struct PinRoot(PathBuf);
+
+impl PinRoot {
+    fn new(name: &str) -> Self {
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/lucid-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = lucid_ebpf::remove_pin_root(&path);
+        PinRoot(path)
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        if let Err(e) = lucid_ebpf::remove_pin_root(&self.0) {
+            eprintln!("removing {}: {e}", self.0.display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the exporter
+
+fn exporter_bin() -> PathBuf {
+    let bin = lucid_bin().with_file_name("lucid-exporter");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p lucid-exporter)",
+        bin.display()
+    );
+    bin
+}
+
+struct Exporter {
+    process: Process,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Exporter {
+    fn start(root: &Path, pin_root: &Path, state_dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = state_dir.with_extension(format!("{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("creating the exporter's log");
+        let child = Command::new(exporter_bin())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(root)
+            .arg("--bpf-pin-root")
+            .arg(pin_root)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting lucid-exporter");
+        let mut exporter = Exporter {
+            process: Process {
+                child,
+                what: "lucid-exporter",
+            },
+            port,
+            log,
+        };
+        wait_for(20, "the exporter's /healthz", || {
+            exporter.process.assert_running();
+            match http_get(port, "/healthz") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+        exporter
+    }
+
+    fn metrics(&mut self) -> String {
+        self.process.assert_running();
+        let (status, body) = http_get(self.port, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lucid-exporter log:\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Samples of `name` in exposition `text` whose labels include `filter`.
+fn samples(
+    text: &str,
+    name: &str,
+    filter: &[(&str, &str)],
+) -> Vec<(BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(p) => p,
+            None => continue,
+        };
+        let (metric, labels) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let labels: BTreeMap<String, String> = labels
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once("=\""))
+            .map(|(k, v)| (k.to_owned(), v.trim_end_matches('"').to_owned()))
+            .collect();
+        if filter
+            .iter()
+            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        {
+            out.push((labels, value.parse().expect("a sample value")));
+        }
+    }
+    out
+}
+
+fn value(text: &str, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
+    let found = samples(text, name, filter);
+    assert!(
+        found.len() <= 1,
+        "{name}{filter:?} matches {} series",
+        found.len()
+    );
+    found.first().map(|(_, v)| *v)
+}
+
+// ---------------------------------------------------------------- Prometheus
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Pids of running Debian prometheus binaries.
+fn prometheus_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe == Path::new(PROMETHEUS))
+        })
+        .collect()
+}
+
+/// Installs Debian's prometheus package if missing, with a policy-rc.d that
+/// stops the package from starting its own service, and stops any service
+/// process the installation started anyway.
+fn ensure_prometheus_installed() {
+    if Path::new(PROMETHEUS).exists() {
+        return;
+    }
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# no service starts during lucid's tests\nexit 101\n",
+        )
+        .expect("writing /usr/sbin/policy-rc.d");
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("making policy-rc.d executable");
+    }
+    let before = prometheus_pids();
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running apt-get")
+    };
+    let mut out = install();
+    if !out.status.success() {
+        let _ = Command::new("apt-get").arg("update").output();
+        out = install();
+    }
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    for pid in prometheus_pids()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+    {
+        eprintln!("stopping the prometheus service the package started (pid {pid})");
+        // SAFETY: kill has no memory preconditions; pid is a process the installation started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    assert!(
+        out.status.success() && Path::new(PROMETHEUS).exists(),
+        "installing Debian's prometheus failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Prometheus {
+    process: Process,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus on loopback, scraping `target_port` every second.
+    fn start(target_port: u16) -> Self {
+        ensure_prometheus_installed();
+        let dir = tempfile::Builder::new()
+            .prefix("lucid-prometheus-")
+            .tempdir()
+            .expect("a directory for Prometheus");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: lucid\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .expect("writing prometheus.yml");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("a log file");
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting prometheus");
+        let mut prometheus = Prometheus {
+            process: Process {
+                child,
+                what: "prometheus",
+            },
+            port,
+            _dir: dir,
+        };
+        wait_for(60, "Prometheus to be ready", || {
+            prometheus.process.assert_running();
+            matches!(http_get(port, "/-/ready"), Ok((200, _))).then_some(())
+        });
+        prometheus
+    }
+
+    /// An instant query: each series' labels and value.
+    fn query(&mut self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        self.process.assert_running();
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", percent_encode(promql)),
+        )
+        .expect("querying Prometheus");
+        assert_eq!(status, 200, "query {promql}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("Prometheus answers JSON");
+        v["data"]["result"]
+            .as_array()
+            .expect("a vector result")
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("a sample value");
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// The single series `promql` returns, once it returns exactly one.
+    fn one(&mut self, promql: &str) -> (BTreeMap<String, String>, f64) {
+        wait_for(60, promql, || {
+            let mut r = self.query(promql);
+            (r.len() == 1).then(|| r.remove(0))
+        })
+    }
+}
+
+// ---------------------------------------------------------------- containers
+
+fn state_json(rt: &Runtime, id: &str) -> Value {
+    let text = std::fs::read_to_string(rt.root().join(id).join("state.json"))
+        .unwrap_or_else(|e| panic!("reading the state of {id}: {e}"));
+    serde_json::from_str(&text).expect("state.json is JSON")
+}
+
+/// (phase, duration in seconds) of every phase a container recorded.
+fn phases(rt: &Runtime, id: &str) -> Vec<(String, f64)> {
+    state_json(rt, id)["phases"]
+        .as_array()
+        .expect("recorded phases")
+        .iter()
+        .map(|p| {
+            let start = p["start_ns"].as_u64().expect("start_ns");
+            let end = p["end_ns"].as_u64().expect("end_ns");
+            (
+                p["name"].as_str().expect("a phase name").to_owned(),
+                (end - start) as f64 / 1e9,
+            )
+        })
+        .collect()
+}
+
+const HELPER: &str = env!("CARGO_BIN_EXE_syscall-loop");
+
+/// A container running the syscall-loop helper with `args` (the host's
+/// libraries bound read-only into the busybox rootfs), with `annotations`.
+fn helper_container(rt: &Runtime, id: &str, args: &[&str], annotations: Value) -> Bundle {
+    let mut argv = vec!["/syscall-loop"];
+    argv.extend_from_slice(args);
+    let mut bundle = Bundle::new(rt, id, &argv);
+    let rootfs = bundle.rootfs();
+    for dir in ["lib", "lib64"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("making lib dirs");
+    }
+    std::fs::write(rootfs.join("syscall-loop"), "").expect("a mount point for the helper");
+    bundle.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().expect("mounts");
+        for (source, destination) in [
+            ("/usr/lib", "/lib"),
+            ("/usr/lib64", "/lib64"),
+            (HELPER, "/syscall-loop"),
+        ] {
+            mounts.push(serde_json::json!({
+                "destination": destination, "type": "bind", "source": source,
+                "options": ["rbind", "ro"]
+            }));
+        }
+        c["annotations"] = annotations;
+    });
+    bundle
+}
+
+fn create(rt: &Runtime, bundle: &Bundle, id: &str) {
+    rt.ok(&["create", "--bundle", bundle.arg(), id]);
+}
+
+// ---------------------------------------------------------------- Done when 1 and 2
+
+#[test]
+fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts() {
+    const N: u64 = 4321;
+    const BYTES: u64 = 100_000;
+    let rt = Runtime::new();
+    let web = lucid_tests::unique_id("web");
+    let plain = lucid_tests::unique_id("plain");
+    let net = lucid_tests::unique_id("net");
+    let web_bundle = helper_container(
+        &rt,
+        &web,
+        &[&N.to_string()],
+        serde_json::json!({
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": "web",
+            "io.kubernetes.cri.sandbox-name": "web-6f7d",
+            "io.kubernetes.cri.sandbox-namespace": "shop",
+            "io.kubernetes.cri.image-name": "example/web:1",
+        }),
+    );
+    let plain_bundle = Bundle::new(&rt, &plain, &["sleep", "600"]);
+    let mut net_bundle = helper_container(&rt, &net, &["tcp", &BYTES.to_string()], Value::Null);
+    // The host's network namespace, whose loopback is up; only the container's sockets count.
+    net_bundle.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|ns| ns["type"] != "network");
+    });
+    // `lucid create` registers each container's cgroup with the eBPF programs.
+    for (bundle, id) in [
+        (&web_bundle, &web),
+        (&plain_bundle, &plain),
+        (&net_bundle, &net),
+    ] {
+        create(&rt, bundle, id);
+        rt.ok(&["start", id]);
+    }
+
+    let state = tempfile::tempdir().expect("a state dir");
+    let exporter = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
+    let mut prom = Prometheus::start(exporter.port);
+
+    // The container made exactly N getppid calls: eBPF counts N, Prometheus stores N.
+    let q = format!(r#"lucid_container_syscalls_total{{container_id="{web}",syscall="getppid"}}"#);
+    let got = wait_for(60, "the getppid count to reach N", || {
+        let r = prom.query(&q);
+        r.first().map(|(_, v)| *v).filter(|v| *v >= N as f64)
+    });
+    assert_eq!(got, N as f64, "getppid calls counted for {web}");
+
+    // CPU, memory, syscall and network series with the container's labels.
+    let (labels, cpu) = prom.one(&format!(
+        r#"container_cpu_usage_seconds_total{{container_id="{web}"}}"#
+    ));
+    for (k, v) in [
+        ("name", "web"),
+        ("container", "web"),
+        ("pod", "web-6f7d"),
+        ("namespace", "shop"),
+        ("image", "example/web:1"),
+        ("cpu", "total"),
+        ("job", "lucid"),
+    ] {
+        assert_eq!(
+            labels.get(k).map(String::as_str),
+            Some(v),
+            "label {k} of {labels:?}"
+        );
+    }
+    assert!(cpu > 0.0, "the container used no CPU: {cpu}");
+    let (_, ws) = prom.one(&format!(
+        r#"container_memory_working_set_bytes{{container_id="{web}"}}"#
+    ));
+    assert!(ws > 0.0, "working set {ws}");
+    let (_, usage) = prom.one(&format!(
+        r#"container_memory_usage_bytes{{container_id="{web}"}}"#
+    ));
+    assert!(usage >= ws, "usage {usage} below working set {ws}");
+    for metric in [
+        "container_network_receive_bytes_total",
+        "container_network_receive_packets_total",
+        "container_network_transmit_bytes_total",
+        "container_network_transmit_packets_total",
+        "lucid_container_execs_total",
+        "lucid_container_oom_kills_total",
+    ] {
+        prom.one(&format!(
+            r#"{metric}{{container_id="{web}",pod="web-6f7d"}}"#
+        ));
+    }
+    // The net container sent BYTES over loopback to itself: both directions count them.
+    for metric in [
+        "container_network_transmit_bytes_total",
+        "container_network_receive_bytes_total",
+    ] {
+        let q = format!(r#"{metric}{{container_id="{net}"}}"#);
+        let bytes = wait_for(60, &q, || {
+            prom.query(&q)
+                .first()
+                .map(|(_, v)| *v)
+                .filter(|v| *v >= BYTES as f64)
+        });
+        assert!(
+            bytes < 2.0 * BYTES as f64 + 1e6,
+            "{metric} of {net}: {bytes}"
+        );
+    }
+    let (_, procs) = prom.one(&format!(r#"container_processes{{container_id="{plain}"}}"#));
+    assert_eq!(procs, 1.0, "processes of {plain}");
+    // Without annotations: the name is the ID and there are no Kubernetes labels.
+    let (labels, _) = prom.one(&format!(
+        r#"container_memory_usage_bytes{{container_id="{plain}"}}"#
+    ));
+    assert_eq!(labels.get("name"), Some(&plain));
+    assert_eq!(labels.get("pod"), None, "{labels:?}");
+    let syscall_series = prom.query(&format!(
+        r#"lucid_container_syscalls_total{{container_id="{plain}"}}"#
+    ));
+    assert!(
+        !syscall_series.is_empty() && syscall_series.len() <= 33,
+        "{plain} has {} syscall series (top 32 + other)",
+        syscall_series.len()
+    );
+
+    // Phase histograms: each created container counted once, sums match the recorded phases.
+    let mut expected: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for id in [&web, &plain, &net] {
+        for (name, d) in phases(&rt, id) {
+            let e = expected.entry(name).or_default();
+            e.0 += 1;
+            e.1 += d;
+        }
+    }
+    assert!(!expected.is_empty(), "the containers recorded no phases");
+    for (phase, (count, sum)) in &expected {
+        let (_, c) = prom.one(&format!(
+            r#"lucid_phase_duration_seconds_count{{phase="{phase}"}}"#
+        ));
+        assert_eq!(c, *count as f64, "count of phase {phase}");
+        let (_, s) = prom.one(&format!(
+            r#"lucid_phase_duration_seconds_sum{{phase="{phase}"}}"#
+        ));
+        assert!(
+            (s - sum).abs() < 1e-6,
+            "sum of phase {phase}: {s}, recorded {sum}"
+        );
+    }
+    let (_, starts) = prom.one("lucid_container_start_duration_seconds_count");
+    assert_eq!(starts, 3.0);
+    let (_, tracked) = prom.one("lucid_exporter_containers_tracked");
+    assert_eq!(tracked, 3.0);
+}
+
+#[test]
+fn phase_histograms_count_each_container_once_across_exporter_restarts() {
+    let rt = Runtime::new();
+    let ids: Vec<String> = (0..3).map(|_| lucid_tests::unique_id("once")).collect();
+    let bundles: Vec<Bundle> = ids
+        .iter()
+        .map(|id| Bundle::new(&rt, id, &["sleep", "600"]))
+        .collect();
+    let state = tempfile::tempdir().expect("a state dir");
+    let count = |text: &str| {
+        value(
+            text,
+            "lucid_phase_duration_seconds_count",
+            &[("phase", "rootfs.mount")],
+        )
+    };
+    let sum = |text: &str| {
+        value(
+            text,
+            "lucid_phase_duration_seconds_sum",
+            &[("phase", "rootfs.mount")],
+        )
+    };
+    let recorded = |id: &str| -> f64 {
+        phases(&rt, id)
+            .into_iter()
+            .filter(|(n, _)| n == "rootfs.mount")
+            .map(|(_, d)| d)
+            .sum()
+    };
+
+    create(&rt, &bundles[0], &ids[0]);
+    create(&rt, &bundles[1], &ids[1]);
+    {
+        let mut first = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
+        for _ in 0..3 {
+            assert_eq!(count(&first.metrics()), Some(2.0));
+        }
+        let s = sum(&first.metrics()).expect("a sum");
+        assert!((s - recorded(&ids[0]) - recorded(&ids[1])).abs() < 1e-6);
+    }
+    // A restarted exporter does not count the two again; it counts a container created since.
+    let mut second = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
+    assert_eq!(
+        count(&second.metrics()),
+        None,
+        "already counted containers were counted again"
+    );
+    create(&rt, &bundles[2], &ids[2]);
+    let text = second.metrics();
+    assert_eq!(count(&text), Some(1.0));
+    assert!((sum(&text).expect("a sum") - recorded(&ids[2])).abs() < 1e-6);
+    drop(second);
+    // Deleted containers leave the ledger, so it stays as small as the state root.
+    rt.ok(&["delete", "--force", &ids[0]]);
+    let mut third = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
+    third.metrics();
+    let ledger: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("lifecycle-counted.json")).expect("the ledger"),
+    )
+    .expect("the ledger is JSON");
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    assert!(ledger
+        .iter()
+        .all(|k| !k.starts_with(&format!("{}@", ids[0]))));
+    // A fresh exporter state counts every container present.
+    let fresh = tempfile::tempdir().expect("a state dir");
+    let mut fourth = Exporter::start(rt.root(), rt.pin_root(), fresh.path(), &[]);
+    assert_eq!(count(&fourth.metrics()), Some(2.0));
+}
+
+// ---------------------------------------------------------------- bad input
+
+/// State and cgroup directories made for simulated containers, removed on drop
+/// (before the `Runtime`, which must not try to delete them: they have no process).
+#[derive(Default)]
+struct Simulated {
+    cgroups: Vec<PathBuf>,
+    states: Vec<PathBuf>,
+}
+
+impl Drop for Simulated {
+    fn drop(&mut self) {
+        for dir in &self.states {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        for dir in self.cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Writes state directories for `n` simulated containers cloned from real
+/// container `template`'s state, each with cgroup directories of its own
+/// (every hierarchy the template has) and no process.
+fn simulated(
+    rt: &Runtime,
+    template: &str,
+    prefix: &str,
+    n: usize,
+    sim: &mut Simulated,
+) -> Vec<String> {
+    let base = state_json(rt, template);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-{}-{i}", std::process::id());
+        let mut st = base.clone();
+        st["id"] = Value::String(id.clone());
+        // No such process (above any pid_max), should anything try to signal it.
+        st["pid"] = Value::from(i32::MAX);
+        st["annotations"] = serde_json::json!({ "lucid.name": format!("sim-{i}") });
+        let rel = format!("{CGROUP_PARENT}/{id}");
+        let mut dirs = Vec::new();
+        for dir in base["cgroup"]["dirs"].as_array().expect("cgroup dirs") {
+            let old = PathBuf::from(dir.as_str().expect("a path"));
+            let mount = old
+                .ancestors()
+                .find(|a| a.parent() == Some(Path::new("/sys/fs/cgroup")))
+                .expect("a hierarchy under /sys/fs/cgroup")
+                .to_path_buf();
+            let new = mount.join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(&new)
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", new.display()));
+            sim.cgroups.push(new.clone());
+            dirs.push(Value::String(new.display().to_string()));
+        }
+        let unified = PathBuf::from("/sys/fs/cgroup/unified").join(rel.trim_start_matches('/'));
+        st["cgroup"]["path"] = Value::String(rel);
+        st["cgroup"]["dirs"] = Value::Array(dirs);
+        st["cgroup"]["unified"] = Value::String(unified.display().to_string());
+        st["cgroup"]["unified_id"] = Value::from(std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(&unified).expect("the v2 cgroup"),
+        ));
+        let dir = rt.root().join(&id);
+        std::fs::create_dir_all(&dir).expect("a state dir");
+        sim.states.push(dir.clone());
+        std::fs::write(
+            dir.join("state.json"),
+            serde_json::to_vec(&st).expect("JSON"),
+        )
+        .expect("writing state");
+        ids.push(id);
+    }
+    ids
+}
+
+fn errors(text: &str, kind: &str) -> f64 {
+    value(text, "lucid_exporter_errors_total", &[("kind", kind)]).expect("the error counter")
+}
+
+#[test]
+fn a_corrupt_state_file_and_a_vanished_cgroup_are_counted_and_the_rest_is_served() {
+    let rt = Runtime::new();
+    let real = lucid_tests::unique_id("real");
+    let bundle = Bundle::new(&rt, &real, &["sleep", "600"]);
+    create(&rt, &bundle, &real);
+    let mut sim = Simulated::default();
+    let sims = simulated(&rt, &real, "sim", 20, &mut sim);
+    // A state file cut short, as a crash of some other writer could leave it.
+    let corrupt = rt.root().join("corrupt-1");
+    std::fs::create_dir(&corrupt).expect("a state dir");
+    sim.states.push(corrupt.clone());
+    std::fs::write(
+        corrupt.join("state.json"),
+        br#"{"ociVersion": "1.0.2", "id": "corr"#,
+    )
+    .expect("writing");
+
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut exporter = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
+    let text = exporter.metrics();
+    assert_eq!(errors(&text, "state_corrupt"), 1.0);
+    assert_eq!(
+        value(&text, "lucid_exporter_containers_tracked", &[]),
+        Some(21.0)
+    );
+    assert!(value(
+        &text,
+        "container_memory_usage_bytes",
+        &[("container_id", &real)]
+    )
+    .is_some());
+    // Counted once per version of the file, not once per scrape.
+    let text = exporter.metrics();
+    assert_eq!(errors(&text, "state_corrupt"), 1.0);
+
+    // The cgroups vanish while the exporter still has the containers: their
+    // series go, the error is counted, the others are served.
+    let gone: Vec<PathBuf> = sim
+        .cgroups
+        .iter()
+        .filter(|d| d.ends_with(&sims[0]))
+        .cloned()
+        .collect();
+    assert!(!gone.is_empty());
+    for dir in &gone {
+        std::fs::remove_dir(dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+    }
+    let text = exporter.metrics();
+    assert!(errors(&text, "cgroup_gone") >= 1.0, "{text}");
+    assert!(value(
+        &text,
+        "container_memory_usage_bytes",
+        &[("container_id", &sims[0])]
+    )
+    .is_none());
+    assert!(value(
+        &text,
+        "container_memory_usage_bytes",
+        &[("container_id", &sims[1])]
+    )
+    .is_some());
+    assert!(value(
+        &text,
+        "container_memory_usage_bytes",
+        &[("container_id", &real)]
+    )
+    .is_some());
+
+    // Cgroups removed while scrapes run: every scrape is served.
+    let port = exporter.port;
+    let scraper = std::thread::spawn(move || {
+        (0..40)
+            .map(|_| http_get(port, "/metrics").map(|(s, _)| s).unwrap_or(0))
+            .collect::<Vec<u16>>()
+    });
+    for id in &sims[1..] {
+        for dir in sim.cgroups.iter().filter(|d| d.ends_with(id)) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let statuses = scraper.join().expect("the scraping thread");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let text = exporter.metrics();
+    assert!(
+        errors(&text, "cgroup_gone") >= 20.0,
+        "{}",
+        errors(&text, "cgroup_gone")
+    );
+    assert!(value(
+        &text,
+        "container_memory_usage_bytes",
+        &[("container_id", &real)]
+    )
+    .is_some());
+}
+
+#[test]
+fn incomplete_or_older_version_pins_do_not_stop_the_exporter() {
+    let rt = Runtime::new();
+    let id = lucid_tests::unique_id("pins");
+    let bundle = Bundle::new(&rt, &id, &["sleep", "600"]);
+    create(&rt, &bundle, &id);
+    let state = tempfile::tempdir().expect("a state dir");
+
+    // The current version's directory with its pins missing (a load cut short by an older
+    // build): eBPF is unavailable, counted, and resources are still served.
+    let broken = PinRoot::new("exporter-incomplete");
+    std::fs::create_dir_all(
+        broken
+            .0
+            .join(format!("v{}/maps", lucid_ebpf::LAYOUT_VERSION)),
+    )
+    .expect("making a broken pin dir");
+    let mut exporter = Exporter::start(rt.root(), &broken.0, state.path(), &[]);
+    let text = exporter.metrics();
+    assert_eq!(value(&text, "lucid_ebpf_up", &[]), Some(0.0));
+    assert!(errors(&text, "ebpf_open") >= 1.0);
+    assert!(value(
+        &text,
+        "container_memory_usage_bytes",
+        &[("container_id", &id)]
+    )
+    .is_some());
+    assert!(
+        exporter.log().contains("incomplete pins"),
+        "{}",
+        exporter.log()
+    );
+    drop(exporter);
+
+    // An older layout version's directory: the exporter loads the current one and sweeps it.
+    let older = PinRoot::new("exporter-older");
+    let old_dir = older.0.join("v0");
+    for sub in ["maps", "progs", "links", "containers/12345"] {
+        std::fs::create_dir_all(old_dir.join(sub)).expect("making old pin dirs");
+    }
+    let mut exporter = Exporter::start(rt.root(), &older.0, state.path(), &[]);
+    let text = exporter.metrics();
+    assert_eq!(
+        value(&text, "lucid_ebpf_up", &[]),
+        Some(1.0),
+        "{}",
+        exporter.log()
+    );
+    assert_eq!(errors(&text, "ebpf_open"), 0.0);
+    assert!(
+        !old_dir.join("maps").exists(),
+        "the older version was not swept"
+    );
+}
+
+#[test]
+fn a_scrape_storm_is_served_with_bounded_memory() {
+    let rt = Runtime::new();
+    let id = lucid_tests::unique_id("storm");
+    let bundle = Bundle::new(&rt, &id, &["sleep", "600"]);
+    create(&rt, &bundle, &id);
+    let mut sim = Simulated::default();
+    simulated(&rt, &id, "storm-sim", 100, &mut sim);
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut exporter = Exporter::start(rt.root(), rt.pin_root(), state.path(), &[]);
+    exporter.metrics();
+    let baseline = exporter.process.rss_kib();
+
+    // 3 waves of 200 concurrent clients: scrapers, half-open connections that never send a
+    // request, and health checks.
+    let port = exporter.port;
+    for _ in 0..3 {
+        let idle: Vec<TcpStream> = (0..50)
+            .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+            .collect();
+        let clients: Vec<_> = (0..200)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let path = if i % 10 == 0 { "/healthz" } else { "/metrics" };
+                    http_get(port, path).map(|(s, _)| s).unwrap_or(0)
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = clients
+            .into_iter()
+            .map(|c| c.join().expect("a client thread"))
+            .collect();
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(
+            ok,
+            statuses.len(),
+            "{} of {} requests failed",
+            statuses.len() - ok,
+            statuses.len()
+        );
+        drop(idle);
+        exporter.process.assert_running();
+    }
+    let after = exporter.process.rss_kib();
+    assert!(
+        after < baseline + 64 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB during the storm"
+    );
+    // Served as before, and the storm left no error behind.
+    let text = exporter.metrics();
+    assert_eq!(
+        value(&text, "lucid_exporter_containers_tracked", &[]),
+        Some(101.0)
+    );
+    assert_eq!(errors(&text, "http"), 0.0);
+}
