@@ -53,4 +53,5 @@ pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport, S
 pub use read::{ContainerStats, Health, LatencyHistogram, SyscallRow};
 
 /// The compiled eBPF object, built by `build.rs` from `ebpf/programs`.
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid-probes"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid-probes"));
