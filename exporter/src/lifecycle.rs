@@ -197,12 +197,14 @@ mod tests {
             cgroup: Default::default(),
             open_files: Default::default(),
             cgroup_id: None,
+            trace_id: String::new(),
             phases: phases
                 .iter()
                 .map(|(n, s, e)| PhaseTiming {
                     name: (*n).into(),
                     start_ns: *s,
                     end_ns: *e,
+                    ..Default::default()
                 })
                 .collect(),
         })

@@ -41,6 +41,18 @@ impl HookKind {
         }
     }
 
+    /// The span of one hook of this kind (`hook.createRuntime`, …).
+    pub fn span_name(self) -> &'static str {
+        match self {
+            HookKind::Prestart => "hook.prestart",
+            HookKind::CreateRuntime => "hook.createRuntime",
+            HookKind::CreateContainer => "hook.createContainer",
+            HookKind::StartContainer => "hook.startContainer",
+            HookKind::Poststart => "hook.poststart",
+            HookKind::Poststop => "hook.poststop",
+        }
+    }
+
     /// The hooks of this kind in a spec.
     #[allow(deprecated)] // prestart is deprecated but still part of the spec
     pub fn hooks(self, spec: &oci_spec::runtime::Spec) -> Vec<Hook> {
@@ -119,14 +131,21 @@ pub struct HookState<'a> {
     pub annotations: &'a std::collections::HashMap<String, String>,
 }
 
-/// Runs every hook of `kind`, in order; stops at the first failure.
+/// Runs every hook of `kind`, in order, each in a span of its own (runtime
+/// side only: the init process measures its hooks as phases); stops at the
+/// first failure.
 pub fn run_all(kind: HookKind, hooks: &[Hook], state: &HookState) -> Result<(), HookError> {
     if hooks.is_empty() {
         return Ok(());
     }
     let stdin = serde_json::to_vec(state).expect("the hook state serializes");
     for hook in hooks {
-        run(kind, hook, &stdin)?;
+        let span = tracing::info_span!(
+            "hook",
+            otel.name = kind.span_name(),
+            hook.path = %hook.path().display()
+        );
+        crate::telemetry::step(span, || run(kind, hook, &stdin))?;
     }
     Ok(())
 }

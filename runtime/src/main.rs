@@ -9,7 +9,10 @@ fn main() {
         eprintln!("lucid: opening log file: {e}");
         std::process::exit(1);
     }
-    match lucid::cli::run(cli) {
+    let result = lucid::cli::run(cli);
+    // End the command's span and write the spans out (bounded), also on failure.
+    lucid::telemetry::finish(result.as_ref().err().map(|e| format!("{e:#}")).as_deref());
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             let message = format!("{e:#}");

@@ -135,10 +135,17 @@ pub struct ContainerState {
     /// kills every process in it).
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// `--no-new-keyring` at create: `exec`'d processes keep the caller's
+    /// session keyring too.
+    #[serde(default)]
+    pub no_new_keyring: bool,
     /// The set-up phases the init process measured (`namespaces.join`,
     /// `rootfs.mount`, …), in order.
     #[serde(default)]
     pub phases: Vec<crate::process::PhaseTiming>,
+    /// The container's trace, which every command on it joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::telemetry::ContainerTrace>,
     /// The configuration the container was created from.
     pub config: oci_spec::runtime::Spec,
 }

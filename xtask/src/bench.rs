@@ -17,6 +17,8 @@ use anyhow::{bail, Context, Result};
 use crate::bundle::Bundle;
 use crate::{setup, shell};
 
+mod telemetry;
+
 /// One runtime under test: a binary and the environment it runs with.
 pub struct Contender {
     /// The name in the report.
@@ -100,7 +102,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 ],
             )
         }
-        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter)"),
+        "telemetry" => telemetry::run(rounds),
+        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter, telemetry)"),
     }
 }
 

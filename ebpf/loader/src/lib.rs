@@ -72,4 +72,5 @@ pub fn syscall_tracepoint_links() -> Result<Vec<KernelLink>, Error> {
 }
 
 /// The compiled eBPF object, built by `build.rs` from `ebpf/programs`.
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid-probes"));

@@ -216,10 +216,12 @@ impl Cgroup {
     /// On hosts without a v1 devices controller the device rules are left to
     /// the eBPF `cgroup_device` filter ([`Cgroup::device_filter_needed`]).
     pub fn create(&mut self, spec: &Spec) -> Result<(), CgroupError> {
-        let result = self
-            .create_dirs()
-            .and_then(|()| self.apply_devices(spec))
-            .and_then(|()| self.apply_resources(spec));
+        let result = self.create_dirs().and_then(|()| {
+            crate::telemetry::step(tracing::info_span!("cgroup.apply"), || {
+                self.apply_devices(spec)?;
+                self.apply_resources(spec)
+            })
+        });
         if let Err(e) = result {
             let _ = self.remove();
             return Err(e);

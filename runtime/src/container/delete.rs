@@ -8,15 +8,22 @@ use std::time::Duration;
 use crate::cgroups::Cgroup;
 use crate::hooks::{self, HookKind, HookState};
 use crate::state::{ContainerState, StateDir, StateError, Status};
+use crate::telemetry::step;
 use crate::{Error, Result};
+use tracing::info_span;
 
 /// How long a killed container may take to go away.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Deletes the container.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
-    let dir = StateDir::open(root, id)?;
-    let state = match dir.read() {
+    let read = step(info_span!("state.read"), || -> Result<_> {
+        let dir = StateDir::open(root, id)?;
+        let state = dir.read();
+        Ok((dir, state))
+    })?;
+    let (dir, state) = read;
+    let state = match state {
         Ok(state) => state,
         // Nothing can be learned from a corrupt state; --force still removes it.
         Err(e @ StateError::Corrupt { .. }) if force => {
@@ -44,35 +51,39 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 }
 
 /// Kills whatever is left, removes the cgroups and the state directory, runs
-/// the poststop hooks.
+/// the poststop hooks; ends the container's trace.
 pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
     let cgroup = Cgroup::from_paths(&state.cgroup);
-    if state.pid > 0 && crate::process::is_alive(state.pid, state.init_start_time) {
-        // SAFETY: kill(2) has no memory effects; the pid is the container's
-        // init process (same start time).
-        unsafe { libc::kill(state.pid, libc::SIGKILL) };
+    step(info_span!("process.kill"), || -> Result<()> {
+        if state.pid > 0 && crate::process::is_alive(state.pid, state.init_start_time) {
+            // SAFETY: kill(2) has no memory effects; the pid is the container's
+            // init process (same start time).
+            unsafe { libc::kill(state.pid, libc::SIGKILL) };
+            if cgroup.is_frozen() {
+                cgroup.thaw()?;
+            }
+            if !super::wait_for_exit(state.pid, state.init_start_time, KILL_TIMEOUT) {
+                log::warn!(
+                    "init process {} of {} did not exit after SIGKILL",
+                    state.pid,
+                    state.id
+                );
+            }
+        }
+        // Without its own pid namespace, the container's other processes outlive init.
+        cgroup.signal_all(libc::SIGKILL)?;
+        // A frozen process cannot die: thaw a paused container once it is signalled.
         if cgroup.is_frozen() {
             cgroup.thaw()?;
         }
-        if !super::wait_for_exit(state.pid, state.init_start_time, KILL_TIMEOUT) {
-            log::warn!(
-                "init process {} of {} did not exit after SIGKILL",
-                state.pid,
-                state.id
-            );
-        }
-    }
-    // Without its own pid namespace, the container's other processes outlive init.
-    cgroup.signal_all(libc::SIGKILL)?;
-    // A frozen process cannot die: thaw a paused container once it is signalled.
-    if cgroup.is_frozen() {
-        cgroup.thaw()?;
-    }
-    cgroup.remove()?;
+        Ok(())
+    })?;
+    step(info_span!("cgroup.remove"), || cgroup.remove())?;
     if let Some(registration) = &state.ebpf {
+        let _span = info_span!("ebpf.detach").entered();
         crate::ebpf::detach(registration);
     }
-    dir.remove()?;
+    step(info_span!("state.remove"), || dir.remove())?;
     let hook_state = HookState {
         oci_version: &state.oci_version,
         id: &state.id,
@@ -89,5 +100,6 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
     ) {
         log::warn!("{e}");
     }
+    crate::telemetry::end_container(state.trace.as_ref(), state.pid);
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::{Error, Result};
 
 /// Sends `signal` to the container.
 pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
+    crate::telemetry::annotate("signal", i64::from(signal));
     let dir = StateDir::open(root, id)?;
     let state = dir.read()?;
     let status = super::current_status(root, &state);

@@ -1,22 +1,29 @@
 //! `lucid start`: open the exec FIFO the init process waits on, which lets it
-//! exec the container's process; then run the poststart hooks.
+//! run the startContainer hooks and exec the container's process; then run
+//! the poststart hooks.
 
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::SystemTime;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tracing::info_span;
 
 use crate::hooks::{self, HookKind, HookState};
-use crate::process::init::{START_FAILED, START_OK};
+use crate::process::{PhaseTiming, StartMessage};
 use crate::state::{StateDir, Status};
+use crate::telemetry::step;
 use crate::{Error, Result};
 
 /// Starts a created container.
 pub fn start(root: &Path, id: &str) -> Result<()> {
-    let dir = StateDir::open(root, id)?;
-    let mut state = dir.read()?;
+    let (dir, mut state) = step(info_span!("state.read"), || -> Result<_> {
+        let dir = StateDir::open(root, id)?;
+        let state = dir.read()?;
+        Ok((dir, state))
+    })?;
     let status = super::current_status(root, &state);
     if status != Status::Created {
         let what = match status {
@@ -35,9 +42,17 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
             what,
         });
     }
-    release(&dir, state.pid)?;
+    let released = release(&dir, state.pid);
+    // The init process's own steps (startContainer hooks, exec) become spans
+    // whether or not they succeeded.
+    let (phases, result) = match released {
+        Ok(phases) => (phases, Ok(())),
+        Err((phases, e)) => (phases, Err(e)),
+    };
+    crate::telemetry::record_phases(&phases);
+    result?;
     state.status = Status::Running;
-    dir.write(&state)?;
+    step(info_span!("state.write"), || dir.write(&state))?;
     let hook_state = HookState {
         oci_version: &state.oci_version,
         id,
@@ -57,21 +72,35 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     Ok(())
 }
 
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
+type Released = std::result::Result<Vec<PhaseTiming>, (Vec<PhaseTiming>, Error)>;
+
 /// Opens the FIFO for reading (which unblocks the init process's open for
-/// writing), reads its byte, removes the FIFO. Fails if the init process dies
-/// instead.
-fn release(dir: &StateDir, pid: i32) -> Result<()> {
+/// writing), reads the init process's [`StartMessage`]s until the end of
+/// file that its exec causes, removes the FIFO. Returns the init process's
+/// phases: its startContainer hooks and `init.exec`. Fails if a hook or the
+/// exec failed, or if the init process died instead.
+fn release(dir: &StateDir, pid: i32) -> Released {
     let path = dir.exec_fifo();
+    let no_phases = |e| (Vec::new(), e);
     let mut fifo = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&path)
-        .map_err(|e| Error::os(format!("opening {}", path.display()), e))?;
+        .map_err(|e| no_phases(Error::os(format!("opening {}", path.display()), e)))?;
     // SAFETY: pidfd_open has no memory effects; a negative result is an error.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a non-negative result is a new descriptor we own.
     let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
-    loop {
+    let mut buf = Vec::new();
+    let mut removed = false;
+    let eof = loop {
         let mut fds = vec![PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
         if let Some(pidfd) = &pidfd {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
@@ -79,7 +108,7 @@ fn release(dir: &StateDir, pid: i32) -> Result<()> {
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("waiting for the init process", e)),
+            Err(e) => return Err(no_phases(Error::os("waiting for the init process", e))),
         }
         let fifo_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
         let init_gone = fds
@@ -87,36 +116,83 @@ fn release(dir: &StateDir, pid: i32) -> Result<()> {
             .and_then(|f| f.revents())
             .is_some_and(|r| !r.is_empty());
         if fifo_ready {
-            let mut buf = Vec::new();
-            match fifo.read_to_end(&mut buf) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(Error::os(format!("reading {}", path.display()), e)),
-            }
-            if buf.is_empty() {
-                if init_gone {
-                    break;
+            let before = buf.len();
+            let at_end = match fifo.read_to_end(&mut buf) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                Err(e) => {
+                    return Err(no_phases(Error::os(
+                        format!("reading {}", path.display()),
+                        e,
+                    )))
                 }
-                continue;
+            };
+            if !removed && !buf.is_empty() {
+                // The container counts as running from the first message on.
+                std::fs::remove_file(&path)
+                    .map_err(|e| no_phases(Error::os(format!("removing {}", path.display()), e)))?;
+                removed = true;
             }
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::os(format!("removing {}", path.display()), e))?;
-            if buf == START_OK {
-                return Ok(());
+            if at_end && !buf.is_empty() {
+                break now_ns();
             }
-            let text = String::from_utf8_lossy(&buf);
-            let message = text.strip_prefix(START_FAILED).unwrap_or(&text);
-            return Err(Error::Hook(crate::hooks::HookError::InContainer(
-                message.to_owned(),
-            )));
+            if at_end && buf.len() == before && init_gone {
+                break now_ns();
+            }
+            continue;
         }
         if init_gone {
-            break;
+            break now_ns();
+        }
+    };
+    if buf.is_empty() {
+        return Err(no_phases(Error::WrongStatus {
+            id: dir.id().to_owned(),
+            status: Status::Stopped,
+            what: "the init process exited before it could be started".into(),
+        }));
+    }
+    let messages = StartMessage::parse_all(&buf)
+        .map_err(|e| no_phases(Error::Process(crate::process::ProcessError::Channel(e))))?;
+    let mut phases = Vec::new();
+    let mut failure = None;
+    let mut exec_start = None;
+    for message in messages {
+        match message {
+            StartMessage::Started {
+                phases: hooks,
+                exec_start_ns,
+            } => {
+                phases.extend(hooks);
+                exec_start = Some(exec_start_ns);
+            }
+            StartMessage::HookFailed {
+                phases: hooks,
+                message,
+            } => {
+                phases.extend(hooks);
+                failure = Some(Error::Hook(crate::hooks::HookError::InContainer(message)));
+            }
+            StartMessage::ExecFailed { message } => {
+                failure = Some(Error::Process(crate::process::ProcessError::InitFailed {
+                    phase: "init.exec".into(),
+                    message,
+                }));
+            }
         }
     }
-    Err(Error::WrongStatus {
-        id: dir.id().to_owned(),
-        status: Status::Stopped,
-        what: "the init process exited before it could be started".into(),
-    })
+    if let Some(start_ns) = exec_start {
+        phases.push(PhaseTiming {
+            name: "init.exec".into(),
+            start_ns,
+            end_ns: eof,
+            cpu_ns: None,
+            attributes: Vec::new(),
+            error: failure.as_ref().map(|e| e.to_string()),
+        });
+    }
+    match failure {
+        Some(e) => Err((phases, e)),
+        None => Ok(phases),
+    }
 }

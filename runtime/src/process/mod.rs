@@ -3,7 +3,8 @@
 //! share with the runtime, and the set-up of credentials and limits.
 //!
 //! Processes are named with prctl so `ps` shows what each is:
-//! `lucid:stage1` (intermediate) and `lucid:init` (until it execs).
+//! `lucid:stage1` (intermediate), `lucid:init` and `lucid:exec` (until they
+//! exec).
 
 pub mod channel;
 pub mod clone;
@@ -11,8 +12,8 @@ pub mod init;
 pub mod setup;
 pub mod spawn;
 
-pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage};
-pub use spawn::{spawn_init, SpawnRequest, Spawned};
+pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage, StartMessage};
+pub use spawn::{spawn_exec, spawn_init, SpawnRequest, Spawned};
 
 /// What can go wrong creating or reaching the container's processes.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,14 @@ pub enum ProcessError {
         /// What went wrong.
         message: String,
     },
+    /// A process `exec` started reported a failure.
+    #[error("the process failed in {phase}: {message}")]
+    ExecFailed {
+        /// The phase (`process.setup`, `init.exec`, …).
+        phase: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The init process died without saying why.
     #[error("init process exited during set-up ({0})")]
     InitDied(String),
@@ -42,12 +51,36 @@ pub enum ProcessError {
         /// The failure.
         cause: std::io::Error,
     },
+    /// newuidmap or newgidmap failed.
+    #[error("{tool}: {message}")]
+    IdMapTool {
+        /// The helper.
+        tool: String,
+        /// What went wrong, and what to do.
+        message: String,
+    },
+    /// The seccomp notify fd could not be handed to the listener.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// A prestart or createRuntime hook failed.
     #[error(transparent)]
     RuntimeHook(#[from] crate::hooks::HookError),
     /// The cgroups could not take the process.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+}
+
+/// The time on `clock` (a CPU-time clock) in nanoseconds, 0 if unreadable.
+pub fn cpu_time_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Fields of /proc/PID/stat after the command name.
