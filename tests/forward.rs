@@ -9,16 +9,15 @@
 //! dropping it) when the test ends, also when it fails.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lucid_tests::otlp::{hex, spooled, Behaviour, Received, Receiver, ReservedPort};
 use lucid_tests::otlp_grpc::GrpcReceiver;
+use lucid_tests::prometheus::{free_port, wait_for, Exporter};
 use lucid_tests::tls::TestPki;
-use lucid_tests::{lucid_bin, unique_id, Bundle, Runtime};
+use lucid_tests::{unique_id, Bundle, Runtime};
 
 /// OTEL variables a developer's shell might set, cleared for every process.
 const OTEL_VARS: &[&str] = &[
@@ -41,21 +40,6 @@ const OTEL_VARS: &[&str] = &[
     "TRACESTATE",
     "LUCID_SPOOL_MAX_BYTES",
 ];
-
-/// Polls `check` every 100 ms until it returns `Some`, failing with `what` after `secs`.
-fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 // ------------------------------------------------------------- containers
 
@@ -180,54 +164,16 @@ fn assert_exactly_once(received: &[String], expected: &[String]) {
 
 // ------------------------------------------------------------- the exporter
 
-/// A `lucid-exporter` this test started; killed by pid and reaped on drop.
-struct Exporter {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a loopback port")
-}
-
-fn exporter_bin() -> PathBuf {
-    let bin = lucid_bin().with_file_name("lucid-exporter");
-    assert!(
-        bin.exists(),
-        "{} does not exist: build it first (cargo build -p lucid-exporter)",
-        bin.display()
-    );
-    bin
-}
-
-/// The exporter's command for state root `root` (eBPF pins of `rt`) with
-/// private state in `state`.
+/// The exporter's command for the state root `root` (with `rt`'s eBPF pins)
+/// and its own state in `state`, with `args`, `env`, and no other `OTEL_*`.
 fn exporter_command(
     rt: &Runtime,
     root: &Path,
     state: &Path,
-    port: u16,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Command {
-    let mut command = Command::new(exporter_bin());
-    command
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--root")
-        .arg(root)
-        .arg("--bpf-pin-root")
-        .arg(rt.pin_root())
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--log-level", "debug"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut command = Exporter::command(root, rt.pin_root(), state, args);
     for var in OTEL_VARS {
         command.env_remove(var);
     }
@@ -237,105 +183,25 @@ fn exporter_command(
     command
 }
 
-impl Exporter {
-    fn start(rt: &Runtime, state: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let log = state.join(format!("exporter-{port}.log"));
-        let log_file = std::fs::File::create(&log).expect("creating the exporter's log");
-        let child = exporter_command(rt, rt.root(), state, port, args, env)
-            .stderr(log_file)
-            .spawn()
-            .expect("starting lucid-exporter");
-        let mut exporter = Exporter { child, port, log };
-        wait_for(30, "the exporter's /healthz", || {
-            exporter.assert_running();
-            match http_get(port, "/healthz") {
-                Ok((200, _)) => Some(()),
-                _ => None,
-            }
-        });
-        exporter
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("lucid-exporter exited ({status}):\n{}", self.log());
-        }
-    }
-
-    fn metrics(&mut self) -> String {
-        self.assert_running();
-        let (status, body) = http_get(self.port, "/metrics").expect("GET /metrics");
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        body
-    }
-
-    /// A sample's value: `series` is `name` or `name{label="value"}`.
-    fn value(&mut self, series: &str) -> f64 {
-        let text = self.metrics();
-        sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the exporter's /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
-    }
-
-    /// Stops it with SIGTERM, as systemd does; fails unless it exits cleanly.
-    fn terminate(mut self) {
-        // SAFETY: kill only sends a signal to the child this value owns.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM: {}", std::io::Error::last_os_error());
-        let status = wait_for(30, "the exporter to stop on SIGTERM", || {
-            self.child.try_wait().expect("waiting for the exporter")
-        });
-        assert!(
-            status.success(),
-            "the exporter exited {status}:\n{}",
-            self.log()
-        );
-    }
+/// Starts an exporter on `rt`'s state root; see [`exporter_command`].
+fn start_exporter(rt: &Runtime, state: &Path, args: &[&str], env: &[(&str, &str)]) -> Exporter {
+    Exporter::start_command(exporter_command(rt, rt.root(), state, args, env), state)
 }
 
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("lucid-exporter log:\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A sample's value: `series` is `name` or `name{label="value"}`.
+fn value(exporter: &mut Exporter, series: &str) -> f64 {
+    let text = exporter.metrics();
+    sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
-/// A bare HTTP/1.1 GET on loopback: (status, body).
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP header in {text:?}")))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok((status, body.to_owned()))
+/// Stops the exporter with SIGTERM, as systemd does; fails unless it exits cleanly.
+fn terminate(mut exporter: Exporter) {
+    let status = exporter.process.terminate();
+    assert!(
+        status.success(),
+        "the exporter exited {status}:\n{}",
+        exporter.log()
+    );
 }
 
 /// The value of `series` (`name` or `name{label="value"}`) in an exposition.
@@ -374,7 +240,7 @@ fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_acros
         "{waiting:?} {sent:?}"
     );
 
-    let mut exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    let mut exporter = start_exporter(&rt, state.path(), &args(&endpoint, &[]), &[]);
     wait_for(30, "a failed attempt on the closed port", || {
         let text = exporter.metrics();
         (sample(
@@ -384,10 +250,15 @@ fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_acros
             && sample(&text, "lucid_spool_unshipped_batches")? == waiting.len() as f64)
             .then_some(())
     });
-    assert!(exporter.value("lucid_spool_unshipped_bytes") > 0.0);
-    assert!(exporter.value("lucid_spool_oldest_unshipped_age_seconds") > 0.0);
-    assert!(exporter.value("lucid_exporter_errors_total{kind=\"otlp_export\"}") >= 1.0);
-    assert_eq!(exporter.value("lucid_forward_spans_total"), 0.0);
+    assert!(value(&mut exporter, "lucid_spool_unshipped_bytes") > 0.0);
+    assert!(value(&mut exporter, "lucid_spool_oldest_unshipped_age_seconds") > 0.0);
+    assert!(
+        value(
+            &mut exporter,
+            "lucid_exporter_errors_total{kind=\"otlp_export\"}"
+        ) >= 1.0
+    );
+    assert_eq!(value(&mut exporter, "lucid_forward_spans_total"), 0.0);
     assert_eq!(
         spool_files(rt.root()).1.len(),
         0,
@@ -402,7 +273,7 @@ fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_acros
     // The collector comes up on that port.
     let receiver = Receiver::start_on(port.listen(), Behaviour::Accept);
     wait_for(30, "the spool to be shipped", || {
-        (exporter.value("lucid_spool_unshipped_batches") == 0.0).then_some(())
+        (value(&mut exporter, "lucid_spool_unshipped_batches") == 0.0).then_some(())
     });
     let expected = spooled_span_ids(rt.root());
     assert_exactly_once(&received_ids(&receiver.spans()), &expected);
@@ -410,16 +281,19 @@ fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_acros
     assert!(waiting.is_empty(), "not marked shipped: {waiting:?}");
     // Every batch went in one request (they are far below the 1 MiB bound).
     assert_eq!(receiver.requests().len(), 1, "{:?}", receiver.requests());
-    assert_eq!(exporter.value("lucid_forward_requests_total"), 1.0);
+    assert_eq!(value(&mut exporter, "lucid_forward_requests_total"), 1.0);
     assert_eq!(
-        exporter.value("lucid_forward_spans_total"),
+        value(&mut exporter, "lucid_forward_spans_total"),
         expected.len() as f64
     );
     assert_eq!(
-        exporter.value("lucid_spool_oldest_unshipped_age_seconds"),
+        value(&mut exporter, "lucid_spool_oldest_unshipped_age_seconds"),
         0.0
     );
-    assert_eq!(exporter.value("lucid_spool_evicted_batches_total"), 0.0);
+    assert_eq!(
+        value(&mut exporter, "lucid_spool_evicted_batches_total"),
+        0.0
+    );
     assert!(
         exporter.log().contains("again, after"),
         "recovery not logged"
@@ -430,20 +304,20 @@ fn spans_spooled_while_no_collector_listened_reach_it_once_up_exactly_once_acros
 
     // Stopped cleanly; more containers while it is down; a new exporter
     // ships only those.
-    exporter.terminate();
+    terminate(exporter);
     for _ in 0..2 {
         run_container(&rt, &[]);
     }
-    let mut second = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    let mut second = start_exporter(&rt, state.path(), &args(&endpoint, &[]), &[]);
     wait_for(30, "the new batches to be shipped", || {
-        (second.value("lucid_spool_unshipped_batches") == 0.0
-            && second.value("lucid_forward_requests_total") >= 1.0)
+        (value(&mut second, "lucid_spool_unshipped_batches") == 0.0
+            && value(&mut second, "lucid_forward_requests_total") >= 1.0)
             .then_some(())
     });
     let all = spooled_span_ids(rt.root());
     assert_exactly_once(&received_ids(&receiver.spans()), &all);
     assert_eq!(
-        second.value("lucid_forward_spans_total"),
+        value(&mut second, "lucid_forward_spans_total"),
         (all.len() - expected.len()) as f64,
         "the restarted exporter sent old batches again"
     );
@@ -458,12 +332,12 @@ fn a_request_in_flight_at_sigterm_is_finished_and_marked_so_a_restart_does_not_r
     run_container(&rt, &[]);
     let receiver = Receiver::start(Behaviour::AcceptAfter(Duration::from_secs(2)));
     let endpoint = receiver.endpoint();
-    let exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    let exporter = start_exporter(&rt, state.path(), &args(&endpoint, &[]), &[]);
     wait_for(30, "the request to arrive", || {
         (!receiver.arrivals().is_empty()).then_some(())
     });
     // Stopped while the receiver has not answered yet.
-    exporter.terminate();
+    terminate(exporter);
     let first = spooled_span_ids(rt.root());
     assert_exactly_once(&received_ids(&receiver.spans()), &first);
     let (waiting, sent) = spool_files(rt.root());
@@ -474,10 +348,10 @@ fn a_request_in_flight_at_sigterm_is_finished_and_marked_so_a_restart_does_not_r
 
     // A restarted exporter sends what came since, and nothing else.
     run_container(&rt, &[]);
-    let mut second = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    let mut second = start_exporter(&rt, state.path(), &args(&endpoint, &[]), &[]);
     wait_for(30, "the new batches to be shipped", || {
-        (second.value("lucid_spool_unshipped_batches") == 0.0
-            && second.value("lucid_forward_requests_total") == 1.0)
+        (value(&mut second, "lucid_spool_unshipped_batches") == 0.0
+            && value(&mut second, "lucid_forward_requests_total") == 1.0)
             .then_some(())
     });
     assert_exactly_once(
@@ -502,10 +376,10 @@ fn a_receiver_answering_503_or_429_with_retry_after_is_retried_after_that_delay(
         });
         let endpoint = receiver.endpoint();
         // Backoff alone would wait at most 1 s: the 2 s can only come from Retry-After.
-        let mut exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+        let mut exporter = start_exporter(&rt, state.path(), &args(&endpoint, &[]), &[]);
         wait_for(30, "the spool to be shipped", || {
-            (exporter.value("lucid_spool_unshipped_batches") == 0.0
-                && exporter.value("lucid_forward_requests_total") == 1.0)
+            (value(&mut exporter, "lucid_spool_unshipped_batches") == 0.0
+                && value(&mut exporter, "lucid_forward_requests_total") == 1.0)
                 .then_some(())
         });
         let arrivals = receiver.arrivals();
@@ -516,9 +390,10 @@ fn a_receiver_answering_503_or_429_with_retry_after_is_retried_after_that_delay(
             "{status}: retried after {waited:?}, before the 2 s Retry-After"
         );
         assert_eq!(
-            exporter.value(&format!(
-                "lucid_forward_failures_total{{reason=\"{reason}\"}}"
-            )),
+            value(
+                &mut exporter,
+                &format!("lucid_forward_failures_total{{reason=\"{reason}\"}}")
+            ),
             1.0
         );
         assert_exactly_once(
@@ -537,15 +412,18 @@ fn a_receiver_answering_503_or_429_with_retry_after_is_retried_after_that_delay(
         times: 3,
     });
     let endpoint = receiver.endpoint();
-    let mut exporter = Exporter::start(&rt, state.path(), &args(&endpoint, &[]), &[]);
+    let mut exporter = start_exporter(&rt, state.path(), &args(&endpoint, &[]), &[]);
     wait_for(30, "the spool to be shipped", || {
-        (exporter.value("lucid_spool_unshipped_batches") == 0.0
-            && exporter.value("lucid_forward_requests_total") == 1.0)
+        (value(&mut exporter, "lucid_spool_unshipped_batches") == 0.0
+            && value(&mut exporter, "lucid_forward_requests_total") == 1.0)
             .then_some(())
     });
     assert_eq!(receiver.arrivals().len(), 4);
     assert_eq!(
-        exporter.value("lucid_forward_failures_total{reason=\"unavailable\"}"),
+        value(
+            &mut exporter,
+            "lucid_forward_failures_total{reason=\"unavailable\"}"
+        ),
         3.0
     );
     assert_exactly_once(
@@ -564,7 +442,7 @@ fn grpc_and_http_json_with_headers_from_the_otel_variables_deliver_every_span_on
     }
     let grpc = GrpcReceiver::start();
     let grpc_endpoint = grpc.endpoint();
-    let mut exporter = Exporter::start(
+    let mut exporter = start_exporter(
         &rt,
         state.path(),
         QUICK,
@@ -575,8 +453,8 @@ fn grpc_and_http_json_with_headers_from_the_otel_variables_deliver_every_span_on
         ],
     );
     wait_for(30, "the spool to be shipped over gRPC", || {
-        (exporter.value("lucid_spool_unshipped_batches") == 0.0
-            && exporter.value("lucid_forward_requests_total") >= 1.0)
+        (value(&mut exporter, "lucid_spool_unshipped_batches") == 0.0
+            && value(&mut exporter, "lucid_forward_requests_total") >= 1.0)
             .then_some(())
     });
     assert_exactly_once(&received_ids(&grpc.spans()), &spooled_span_ids(rt.root()));
@@ -593,7 +471,7 @@ fn grpc_and_http_json_with_headers_from_the_otel_variables_deliver_every_span_on
     run_container(&rt, &[]);
     let receiver = Receiver::start(Behaviour::Accept);
     let traces = format!("{}/v1/traces", receiver.endpoint());
-    let mut exporter = Exporter::start(
+    let mut exporter = start_exporter(
         &rt,
         state.path(),
         QUICK,
@@ -607,8 +485,8 @@ fn grpc_and_http_json_with_headers_from_the_otel_variables_deliver_every_span_on
         ],
     );
     wait_for(30, "the spool to be shipped as JSON", || {
-        (exporter.value("lucid_spool_unshipped_batches") == 0.0
-            && exporter.value("lucid_forward_requests_total") >= 1.0)
+        (value(&mut exporter, "lucid_spool_unshipped_batches") == 0.0
+            && value(&mut exporter, "lucid_forward_requests_total") >= 1.0)
             .then_some(())
     });
     assert_exactly_once(
@@ -641,8 +519,8 @@ fn https_and_grpc_over_tls_deliver_with_the_certificate_variables_and_bad_tls_is
     );
     let shipped = |exporter: &mut Exporter| {
         wait_for(30, "the spool to be shipped", || {
-            (exporter.value("lucid_spool_unshipped_batches") == 0.0
-                && exporter.value("lucid_forward_requests_total") >= 1.0)
+            (value(exporter, "lucid_spool_unshipped_batches") == 0.0
+                && value(exporter, "lucid_forward_requests_total") >= 1.0)
                 .then_some(())
         });
     };
@@ -653,7 +531,7 @@ fn https_and_grpc_over_tls_deliver_with_the_certificate_variables_and_bad_tls_is
     run_container(&rt, &[]);
     let receiver = Receiver::start_tls(Behaviour::Accept, pki.server_config(true));
     let endpoint = receiver.tls_endpoint();
-    let mut exporter = Exporter::start(
+    let mut exporter = start_exporter(
         &rt,
         state.path(),
         QUICK,
@@ -680,7 +558,7 @@ fn https_and_grpc_over_tls_deliver_with_the_certificate_variables_and_bad_tls_is
     run_container(&rt, &[]);
     let grpc = GrpcReceiver::start_tls(pki.server_pem.clone());
     let grpc_endpoint = grpc.tls_endpoint();
-    let mut exporter = Exporter::start(
+    let mut exporter = start_exporter(
         &rt,
         state.path(),
         QUICK,
@@ -714,13 +592,21 @@ fn https_and_grpc_over_tls_deliver_with_the_certificate_variables_and_bad_tls_is
         ),
     ] {
         let state = tempfile::tempdir().expect("a state dir");
-        let mut exporter = Exporter::start(&rt, state.path(), QUICK, &env);
+        let mut exporter = start_exporter(&rt, state.path(), QUICK, &env);
         wait_for(30, "a TLS failure", || {
-            (exporter.value("lucid_forward_failures_total{reason=\"tls\"}") >= 1.0).then_some(())
+            (value(
+                &mut exporter,
+                "lucid_forward_failures_total{reason=\"tls\"}",
+            ) >= 1.0)
+                .then_some(())
         });
-        assert_eq!(exporter.value("lucid_forward_spans_total"), 0.0, "{name}");
+        assert_eq!(
+            value(&mut exporter, "lucid_forward_spans_total"),
+            0.0,
+            "{name}"
+        );
         assert!(
-            exporter.value("lucid_spool_unshipped_batches") > 0.0,
+            value(&mut exporter, "lucid_spool_unshipped_batches") > 0.0,
             "{name}"
         );
         let log = exporter.log();
@@ -768,7 +654,7 @@ fn an_unreachable_wrong_or_silent_endpoint_is_counted_while_metrics_stay_served_
         let dir = state.path().join(name);
         std::fs::create_dir(&dir).expect("a state dir");
         failing.push(Failing {
-            exporter: Exporter::start(&rt, &dir, &args(endpoint, &[]), &env),
+            exporter: start_exporter(&rt, &dir, &args(endpoint, &[]), &env),
             reason,
             rss_after_warm_up: 0,
         });
@@ -792,7 +678,7 @@ fn an_unreachable_wrong_or_silent_endpoint_is_counted_while_metrics_stay_served_
     };
     run_and_scrape(10, &mut failing);
     for f in failing.iter_mut() {
-        f.rss_after_warm_up = f.exporter.rss_kib();
+        f.rss_after_warm_up = f.exporter.process.rss_kib();
     }
     run_and_scrape(30, &mut failing);
     let traces_left = std::fs::read_dir(rt.root().join("@spool"))
@@ -842,7 +728,11 @@ fn an_unreachable_wrong_or_silent_endpoint_is_counted_while_metrics_stay_served_
             .filter(|l| l.contains(": warn: shipping spans to"))
             .count();
         assert_eq!(warnings, 1, "{}: {warnings} warnings:\n{log}", f.reason);
-        let grown = f.exporter.rss_kib().saturating_sub(f.rss_after_warm_up);
+        let grown = f
+            .exporter
+            .process
+            .rss_kib()
+            .saturating_sub(f.rss_after_warm_up);
         assert!(
             grown < 4 * 1024,
             "{}: RSS grew {grown} KiB while 30 more containers were spooled and evicted",
@@ -882,17 +772,12 @@ fn forwarding_refuses_what_it_cannot_honour_by_name() {
     // Each must exit at once with an error; one that starts serving is killed.
     let refused = |args: &[&str], env: &[(&str, &str)], root: Option<&Path>| -> String {
         let log = state.path().join("refused.log");
-        let mut child = exporter_command(
-            &rt,
-            root.unwrap_or(rt.root()),
-            state.path(),
-            free_port(),
-            args,
-            env,
-        )
-        .stderr(std::fs::File::create(&log).expect("a log file"))
-        .spawn()
-        .expect("starting lucid-exporter");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut child = exporter_command(&rt, root.unwrap_or(rt.root()), state.path(), args, env)
+            .args(["--listen", &listen])
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("starting lucid-exporter");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(status) = child.try_wait().expect("waiting for lucid-exporter") {
@@ -948,7 +833,7 @@ fn forwarding_refuses_what_it_cannot_honour_by_name() {
     let err = refused(&["--otlp-batch-bytes", "1000"], &[], None);
     assert!(err.contains("--otlp-batch-bytes only applies"), "{err}");
     // And forwarding off is the default: no forwarding metric is served.
-    let mut exporter = Exporter::start(&rt, state.path(), &[], &[]);
+    let mut exporter = start_exporter(&rt, state.path(), &[], &[]);
     let text = exporter.metrics();
     assert!(!text.contains("lucid_forward_"), "{text}");
 }

@@ -45,7 +45,7 @@ pub struct ContainerBpf {
 /// Run time of one of lucid's BPF programs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgramRunTime {
-    /// The pin's name (`syscall_exit`, `net_ingress`, …).
+    /// The pin's name (`syscall_exit_tp`, `net_ingress`, …).
     pub program: String,
     /// Total time spent running it.
     pub run_time: Duration,
@@ -275,10 +275,13 @@ pub fn bound_series(
     out
 }
 
-/// Run time and count of each pinned program and of the program behind each pinned global link.
+/// Run time and count of each pinned program and of the program behind each pinned global link
+/// (once per program: a link to a pinned program, such as `links/syscall_exit` while containers
+/// are registered, is reported under the program's name).
 fn program_run_times(pin_dir: &Path) -> std::io::Result<Vec<ProgramRunTime>> {
     use aya::programs::{links::FdLink, links::PinnedLink, loaded_programs, ProgramInfo};
     let mut by_id: HashMap<u32, String> = HashMap::new();
+    let mut pinned_ids = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (sub, is_link) in [("progs", false), ("links", true)] {
         let entries = match std::fs::read_dir(pin_dir.join(sub)) {
@@ -296,10 +299,13 @@ fn program_run_times(pin_dir: &Path) -> std::io::Result<Vec<ProgramRunTime>> {
                 let info = link
                     .info()
                     .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-                by_id.insert(info.program_id(), name);
+                if !pinned_ids.contains(&info.program_id()) {
+                    by_id.insert(info.program_id(), name);
+                }
             } else {
                 let info = ProgramInfo::from_pin(&path)
                     .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                pinned_ids.insert(info.id());
                 out.push(ProgramRunTime {
                     program: name,
                     run_time: info.run_time(),

@@ -42,6 +42,9 @@ pub struct Container {
     pub cgroup_id: Option<u64>,
     /// The set-up phases the init process measured.
     pub phases: Vec<PhaseTiming>,
+    /// The id of the container's trace (32 hex digits), empty when the
+    /// runtime recorded none (telemetry off).
+    pub trace_id: String,
 }
 
 impl Container {
@@ -199,6 +202,11 @@ impl Inventory {
             open_files: Mutex::default(),
             cgroup_id: st.cgroup.unified_id,
             phases: st.phases,
+            trace_id: st
+                .trace
+                .map(|t| t.trace_id)
+                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .unwrap_or_default(),
             id: st.id,
         }
     }
@@ -209,4 +217,60 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_state(root: &Path, id: &str, trace: serde_json::Value) {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut state = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "id": id,
+            "pid": 1,
+            "status": "running",
+            "bundle": "/b",
+            "rootfs": "/b/rootfs",
+            "created": "2026-01-01T00:00:00Z",
+            "config": { "ociVersion": "1.0.2" },
+        });
+        if !trace.is_null() {
+            state["trace"] = trace;
+        }
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_the_state_when_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        write_state(
+            root.path(),
+            "with",
+            serde_json::json!({"trace_id": id, "span_id": "00f067aa0ba902b7", "sampled": true}),
+        );
+        write_state(root.path(), "without", serde_json::Value::Null);
+        write_state(
+            root.path(),
+            "bad",
+            serde_json::json!({"trace_id": "not hex"}),
+        );
+        let mut inventory = Inventory::new(root.path(), Vec::new());
+        assert_eq!(inventory.scan(), ScanErrors::default());
+        let traces: Vec<(String, String)> = inventory
+            .containers()
+            .iter()
+            .map(|c| (c.id.clone(), c.trace_id.clone()))
+            .collect();
+        assert_eq!(
+            traces,
+            [
+                ("bad".to_owned(), String::new()),
+                ("with".to_owned(), id.to_owned()),
+                ("without".to_owned(), String::new())
+            ]
+        );
+    }
 }

@@ -4,10 +4,10 @@
 //! root ([`discovery`]), reads their cgroups ([`resources`], cAdvisor's metric
 //! names and meanings) and the counters lucid's eBPF programs keep for them
 //! ([`bpf`]), feeds the lifecycle histograms from the phases each container
-//! recorded ([`lifecycle`]), and serves the lot over HTTP ([`server`]). Every
-//! metric is listed once, in [`metrics::METRICS`], which `docs/metrics.md`
-//! is checked against. With an OTLP endpoint, it also ships the runtime's
-//! span spool there ([`forward`]).
+//! recorded ([`lifecycle`]), measures the runtime's span spool ([`spool`]),
+//! and serves the lot over HTTP ([`server`]). Every metric is listed once, in
+//! [`metrics::METRICS`], which `docs/metrics.md` is checked against. With an
+//! OTLP endpoint, it also ships the spool there ([`forward`]).
 
 pub mod bpf;
 pub mod discovery;
@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod resources;
 pub mod scrape;
 pub mod server;
+pub mod spool;
 
 pub use scrape::{Exporter, ScrapeSettings};

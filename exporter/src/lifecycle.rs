@@ -197,6 +197,7 @@ mod tests {
             cgroup: Default::default(),
             open_files: Default::default(),
             cgroup_id: None,
+            trace_id: String::new(),
             phases: phases
                 .iter()
                 .map(|(n, s, e)| PhaseTiming {

@@ -74,6 +74,16 @@ const SYSCALL: &[&str] = &[
     "syscall",
 ];
 
+const TRACE: &[&str] = &[
+    "container_id",
+    "name",
+    "container",
+    "pod",
+    "namespace",
+    "image",
+    "trace_id",
+];
+
 macro_rules! def {
     ($name:literal, $kind:ident, $labels:expr, $help:literal, $source:literal) => {
         MetricDef {
@@ -184,6 +194,12 @@ pub const METRICS: &[MetricDef] = &[
     def!("lucid_container_start_duration_seconds", Histogram, &[],
         "Time from the start of `create` until the init process was ready to exec, each created container counted once.",
         "state.json created and the end of the last phase"),
+    def!("lucid_container_startup_seconds", Gauge, CONTAINER_LABELS,
+        "Time this container took from the start of `create` until its init process was ready to exec.",
+        "state.json created and the end of the last phase"),
+    def!("lucid_container_info", Gauge, TRACE,
+        "Always 1: the container's trace id (empty when the runtime recorded no trace), to join with its other series.",
+        "state.json trace.trace_id"),
     // The exporter's own health.
     def!("lucid_exporter_scrape_duration_seconds", Histogram, &[],
         "Time taken to collect and encode one /metrics response.",
@@ -212,6 +228,15 @@ pub const METRICS: &[MetricDef] = &[
     def!("lucid_bpf_program_runs_total", Counter, &["program"],
         "Runs of each of lucid's BPF programs, while kernel.bpf_stats_enabled is 1.",
         "bpf_prog_info run_cnt of the pinned programs and links"),
+    def!("lucid_spool_unshipped_batches", Gauge, &[],
+        "Batches in the runtime's span spool waiting to be shipped.",
+        "*.json files under <root>/@spool/<container>/<trace>/"),
+    def!("lucid_spool_unshipped_bytes", Gauge, &[],
+        "Bytes of the batches in the runtime's span spool waiting to be shipped.",
+        "*.json files under <root>/@spool/<container>/<trace>/"),
+    def!("lucid_spool_oldest_unshipped_age_seconds", Gauge, &[],
+        "Age of the oldest batch in the runtime's span spool waiting to be shipped, 0 when none waits.",
+        "the write time in the batch's file name"),
     // Span forwarding (with an OTLP endpoint).
     def!("lucid_forward_spans_total", Counter, &[],
         "Spans shipped from the runtime's span spool that the OTLP endpoint accepted.",
@@ -225,15 +250,6 @@ pub const METRICS: &[MetricDef] = &[
     def!("lucid_forward_rejected_spans_total", Counter, &[],
         "Spans the OTLP endpoint refused: a partial success, or a batch refused for its content, which is not sent again.",
         "OTLP partial success; HTTP 400 or 413, gRPC INVALID_ARGUMENT"),
-    def!("lucid_spool_unshipped_batches", Gauge, &[],
-        "Batches in the runtime's span spool waiting to be shipped.",
-        "*.json files under <root>/@spool/<container>/<trace>/"),
-    def!("lucid_spool_unshipped_bytes", Gauge, &[],
-        "Bytes of the batches in the runtime's span spool waiting to be shipped.",
-        "*.json files under <root>/@spool/<container>/<trace>/"),
-    def!("lucid_spool_oldest_unshipped_age_seconds", Gauge, &[],
-        "Age of the oldest batch waiting to be shipped, 0 when none waits.",
-        "the write time in the batch's file name"),
     def!("lucid_spool_evicted_batches_total", Counter, &[],
         "Spooled batches the runtime evicted (the spool reached its bound) before they were shipped.",
         "batches that left the spool without being renamed *.json.sent"),

@@ -15,6 +15,7 @@ use crate::discovery::{unix_seconds, Container, Inventory};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{def, render_labels, with_label, Exposition};
 use crate::resources::{Reader, ResourceError, ResourceStats};
+use crate::spool::Spool;
 
 /// Every kind of the `lucid_exporter_errors_total` counter, present from the start at 0.
 pub const ERROR_KINDS: &[&str] = &[
@@ -114,6 +115,7 @@ struct State {
     bpf: Bpf,
     lifecycle: Lifecycle,
     readers: Vec<Reader>,
+    spool: Spool,
 }
 
 /// The exporter's collecting side: everything a `/metrics` response needs.
@@ -151,6 +153,7 @@ impl Exporter {
                 bpf: Bpf::new(&settings.bpf_pin_root, settings.syscall_top_n),
                 lifecycle,
                 readers: (0..threads).map(|_| Reader::new()).collect(),
+                spool: Spool::new(&settings.root),
             }),
             metrics,
         })
@@ -229,6 +232,32 @@ impl Exporter {
         self.metrics.error("ebpf_read", bpf_errors.read);
         self.metrics.error("bpf_stats", bpf_errors.stats);
         put_host(&mut out, &host);
+        match state.spool.read() {
+            Ok(spool) => {
+                out.value(
+                    "lucid_spool_unshipped_batches",
+                    "",
+                    spool.unshipped_batches as f64,
+                );
+                out.value(
+                    "lucid_spool_unshipped_bytes",
+                    "",
+                    spool.unshipped_bytes as f64,
+                );
+                let now_ns = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                out.value(
+                    "lucid_spool_oldest_unshipped_age_seconds",
+                    "",
+                    spool.oldest_unshipped_age(now_ns).as_secs_f64(),
+                );
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                self.metrics.error("spool_read", 1);
+            }
+        }
         out
     }
 }
@@ -328,6 +357,14 @@ fn collect_part(
             "container_start_time_seconds",
             &c.label_text,
             unix_seconds(c.created),
+        );
+        if let Some(d) = c.start_duration() {
+            out.value("lucid_container_startup_seconds", &c.label_text, d);
+        }
+        out.value(
+            "lucid_container_info",
+            &with_label(&c.label_text, "trace_id", &c.trace_id),
+            1.0,
         );
         if let (Some(named), Some(programs), Some(id)) =
             (item.named.as_mut(), programs, c.cgroup_id)

@@ -1,7 +1,7 @@
 //! The library's error type: one variant per concern, each carrying that
 //! concern's own error.
 
-use crate::{cgroups, ebpf, hooks, process, rootfs, spec, state};
+use crate::{cgroups, ebpf, hooks, lsm, process, rootfs, seccomp, spec, state, terminal};
 
 /// Everything that can go wrong in a lifecycle operation.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,18 @@ pub enum Error {
     /// A lifecycle hook failed.
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    /// The seccomp profile, or its listener.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// An AppArmor profile or SELinux label.
+    #[error(transparent)]
+    Lsm(#[from] lsm::LsmError),
+    /// A terminal, or a socket descriptors are sent over.
+    #[error(transparent)]
+    Terminal(#[from] terminal::TerminalError),
+    /// The process `exec` was asked to run.
+    #[error(transparent)]
+    Exec(#[from] crate::container::exec::ExecError),
     /// The operation does not apply to the container in its current state.
     #[error("container {id} is {status}: {what}")]
     WrongStatus {

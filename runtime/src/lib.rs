@@ -4,21 +4,25 @@
 //! the command line (in [`cli`]) and reports errors. The dependency arrows run
 //! one way: CLI → [`container`] (one file per lifecycle operation) → the
 //! concerns ([`spec`], [`state`], [`cgroups`], [`namespaces`], [`rootfs`],
-//! [`process`], [`hooks`], [`telemetry`]).
+//! [`process`], [`hooks`], [`seccomp`], [`lsm`], [`terminal`], [`telemetry`]).
 
 pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod ebpf;
 pub mod error;
+pub mod foreground;
 pub mod hooks;
 pub mod logging;
+pub mod lsm;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod state;
 pub mod telemetry;
+pub mod terminal;
 
 pub use error::{Error, Result};

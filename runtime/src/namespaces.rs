@@ -117,6 +117,49 @@ impl NamespacePlan {
     }
 }
 
+/// The namespace's name under /proc/PID/ns.
+pub fn proc_name(typ: LinuxNamespaceType) -> &'static str {
+    match typ {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// A plan that joins every namespace `spec` gives a container, through its
+/// process `pid` (how `exec` enters a running container). A namespace the
+/// caller is already in is left out: the kernel refuses to re-enter one's own
+/// user namespace.
+pub fn plan_joining(spec: &Spec, pid: i32) -> NamespacePlan {
+    use std::os::unix::fs::MetadataExt;
+    let same = |a: &PathBuf, b: &PathBuf| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    let listed = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let mut plan = NamespacePlan::default();
+    for typ in JOIN_ORDER {
+        if !listed.iter().any(|ns| ns.typ() == typ) {
+            continue;
+        }
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{}", proc_name(typ)));
+        let ours = PathBuf::from(format!("/proc/self/ns/{}", proc_name(typ)));
+        if !same(&theirs, &ours) {
+            plan.join.push((typ, theirs));
+        }
+    }
+    plan
+}
+
 /// Descriptors of the namespaces to join, opened while the paths still
 /// resolve in the runtime's mount namespace.
 #[derive(Debug)]
@@ -208,6 +251,17 @@ mod tests {
         assert!(NamespacePlan::from_spec(&user).needs_intermediate());
         let pid_join = spec_with(serde_json::json!([{ "type": "pid", "path": "/proc/1/ns/pid" }]));
         assert!(NamespacePlan::from_spec(&pid_join).needs_intermediate());
+    }
+
+    #[test]
+    fn joining_a_running_container_skips_namespaces_we_share() {
+        let spec = spec_with(serde_json::json!([
+            { "type": "mount" }, { "type": "user" }, { "type": "pid" }
+        ]));
+        let pid = std::process::id() as i32;
+        // Our own process shares every namespace with us.
+        let plan = plan_joining(&spec, pid);
+        assert!(plan.join.is_empty() && plan.new.is_empty());
     }
 
     #[test]

@@ -142,20 +142,31 @@ fn validate_process(spec: &Spec) -> Result<(), SpecError> {
         .process()
         .as_ref()
         .ok_or_else(|| invalid("process", "missing: nothing to run"))?;
+    check_process(process, "process")
+}
+
+/// Checks a process's own fields (`exec` checks its process with this too);
+/// `prefix` is the process's JSON path in messages.
+pub fn check_process(process: &oci_spec::runtime::Process, prefix: &str) -> Result<(), SpecError> {
     match process.args() {
         Some(args) if !args.is_empty() && !args[0].is_empty() => {}
-        _ => return Err(invalid("process.args", "must name a program to run")),
+        _ => {
+            return Err(invalid(
+                format!("{prefix}.args"),
+                "must name a program to run",
+            ))
+        }
     }
     if !process.cwd().is_absolute() {
         return Err(invalid(
-            "process.cwd",
+            format!("{prefix}.cwd"),
             format!("{} is not an absolute path", process.cwd().display()),
         ));
     }
     for (i, var) in process.env().iter().flatten().enumerate() {
         if !var.contains('=') || var.starts_with('=') {
             return Err(invalid(
-                format!("process.env[{i}]"),
+                format!("{prefix}.env[{i}]"),
                 format!("{var:?} is not NAME=value"),
             ));
         }
@@ -164,13 +175,13 @@ fn validate_process(spec: &Spec) -> Result<(), SpecError> {
     for (i, rlimit) in process.rlimits().iter().flatten().enumerate() {
         if !seen.insert(rlimit.typ().to_string()) {
             return Err(invalid(
-                format!("process.rlimits[{i}]"),
+                format!("{prefix}.rlimits[{i}]"),
                 format!("{} is set twice", rlimit.typ()),
             ));
         }
         if rlimit.soft() > rlimit.hard() {
             return Err(invalid(
-                format!("process.rlimits[{i}]"),
+                format!("{prefix}.rlimits[{i}]"),
                 format!(
                     "soft limit {} is above hard limit {}",
                     rlimit.soft(),
@@ -396,29 +407,6 @@ fn reject_unsupported(spec: &Spec) -> Result<(), SpecError> {
         ))
     };
     if let Some(process) = spec.process() {
-        if process.terminal() == Some(true) {
-            return Err(invalid(
-                "process.terminal",
-                "terminals are not supported by this version of lucid: set it to false",
-            ));
-        }
-        if process.console_size().is_some() {
-            return refuse("process.consoleSize");
-        }
-        if process
-            .apparmor_profile()
-            .as_ref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            return refuse("process.apparmorProfile");
-        }
-        if process
-            .selinux_label()
-            .as_ref()
-            .is_some_and(|l| !l.is_empty())
-        {
-            return refuse("process.selinuxLabel");
-        }
         if process.io_priority().is_some() {
             return refuse("process.ioPriority");
         }
@@ -430,12 +418,6 @@ fn reject_unsupported(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     if let Some(linux) = spec.linux() {
-        if linux.seccomp().is_some() {
-            return refuse("linux.seccomp");
-        }
-        if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
-            return refuse("linux.mountLabel");
-        }
         if linux.intel_rdt().is_some() {
             return refuse("linux.intelRdt");
         }
@@ -493,12 +475,15 @@ fn make_rootless(config: &mut serde_json::Value, uid: u32, gid: u32) {
                     mount["source"] = json!("/sys");
                     mount["options"] = json!(["rbind", "nosuid", "noexec", "nodev", "ro"]);
                 }
-                Some("/dev/pts") => {
+                // An unprivileged user cannot give files to ids it does not map.
+                _ => {
                     if let Some(options) = mount["options"].as_array_mut() {
-                        options.retain(|o| o != "gid=5");
+                        options.retain(|o| {
+                            !o.as_str()
+                                .is_some_and(|o| o.starts_with("uid=") || o.starts_with("gid="))
+                        });
                     }
                 }
-                _ => {}
             }
         }
     }
@@ -567,6 +552,16 @@ mod tests {
         assert!(!types.contains(&"network".to_owned()));
         assert!(config["linux"].get("resources").is_none());
         assert_eq!(config["linux"]["uidMappings"][0]["size"], 1);
+        let options: Vec<&str> = config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["options"].as_array().into_iter().flatten())
+            .filter_map(|o| o.as_str())
+            .collect();
+        assert!(!options
+            .iter()
+            .any(|o| o.starts_with("gid=") || o.starts_with("uid=")));
     }
 
     #[test]
@@ -631,11 +626,25 @@ mod tests {
     }
 
     #[test]
-    fn terminal_is_refused_until_supported() {
+    fn the_default_template_with_its_terminal_validates() {
         let dir = bundle_with(&template(false));
         let spec = load(dir.path()).unwrap();
-        let err = validate(&spec, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("process.terminal"), "{err}");
+        validate(&spec, dir.path()).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().terminal(), Some(true));
+    }
+
+    #[test]
+    fn unknown_capability_and_seccomp_action_name_their_field() {
+        let mut config = runnable_template();
+        config["process"]["capabilities"]["bounding"][1] = serde_json::json!("CAP_NOT_A_THING");
+        let dir = bundle_with(&config);
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("process.capabilities.bounding"), "{err}");
+        let mut config = runnable_template();
+        config["linux"]["seccomp"] = serde_json::json!({ "defaultAction": "SCMP_ACT_EXPLODE" });
+        let dir = bundle_with(&config);
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("linux.seccomp.defaultAction"), "{err}");
     }
 
     #[test]

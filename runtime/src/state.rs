@@ -135,6 +135,10 @@ pub struct ContainerState {
     /// kills every process in it).
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// `--no-new-keyring` at create: `exec`'d processes keep the caller's
+    /// session keyring too.
+    #[serde(default)]
+    pub no_new_keyring: bool,
     /// The set-up phases the init process measured (`namespaces.join`,
     /// `rootfs.mount`, …), in order.
     #[serde(default)]

@@ -529,3 +529,38 @@ pub fn cgroup_id(rt: &Runtime, id: &str) -> u64 {
         .as_u64()
         .expect("the state records the v2 cgroup id")
 }
+
+/// A busybox bundle running `args` with the host binary `helper` bound at
+/// `/syscall-loop` (and the host's libraries read-only at /lib and /lib64),
+/// with `annotations`. Tests pass `env!("CARGO_BIN_EXE_syscall-loop")`.
+pub fn helper_bundle(
+    rt: &Runtime,
+    id: &str,
+    helper: &str,
+    args: &[&str],
+    annotations: Value,
+) -> Bundle {
+    let mut bundle = Bundle::new(rt, id, args);
+    let rootfs = bundle.rootfs();
+    for dir in ["lib", "lib64"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("making lib dirs");
+    }
+    std::fs::write(rootfs.join("syscall-loop"), "").expect("a mount point for the helper");
+    bundle.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().expect("mounts");
+        for (source, destination) in [
+            ("/usr/lib", "/lib"),
+            ("/usr/lib64", "/lib64"),
+            (helper, "/syscall-loop"),
+        ] {
+            mounts.push(serde_json::json!({
+                "destination": destination, "type": "bind", "source": source,
+                "options": ["rbind", "ro"]
+            }));
+        }
+        c["annotations"] = annotations;
+    });
+    bundle
+}
+
+pub mod prometheus;

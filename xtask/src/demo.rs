@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: build lucid, run a busybox container through create,
-//! start, state and delete, and show what lucid recorded about its start.
+//! start, state and delete, and show what lucid recorded about its start;
+//! then the metrics stack ([`demo_stack`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::bundle::Bundle;
 use crate::{setup, shell};
+
+#[path = "demo_stack.rs"]
+mod demo_stack;
 
 /// Runs `lucid ARGS` with the demo's stdout and stderr: the container's
 /// process inherits them (capturing them through a pipe would wait for the
@@ -52,7 +56,7 @@ pub fn run() -> Result<()> {
         .stderr(std::process::Stdio::null())
         .status();
     let _ = std::fs::remove_dir_all(&root);
-    result
+    result.and_then(|()| demo_stack::run(&bin))
 }
 
 fn demo(bin: &Path, root: &Path, bundle: &Bundle) -> Result<()> {

@@ -7,7 +7,7 @@
 /// Version of the map and program layout; pins live under `<pin root>/v<LAYOUT_VERSION>/`.
 ///
 /// Bump it whenever a map's key, value, size or meaning changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// How many containers can be watched at once (slots in the counter arrays).
 pub const MAX_CONTAINERS: u32 = 256;
@@ -39,7 +39,43 @@ pub const FILENAME_LEN: usize = 256;
 /// Bytes of a task's `comm`, including the terminating NUL.
 pub const COMM_LEN: usize = 16;
 
-/// Value of the `WATCHED` map: which counter slot a watched cgroup uses, and its options.
+/// Entries of the `WATCHED` table, a power of two (2^[`WATCHED_TABLE_BITS`]).
+pub const WATCHED_TABLE_SIZE: u32 = 1 << WATCHED_TABLE_BITS;
+
+/// log2 of [`WATCHED_TABLE_SIZE`].
+pub const WATCHED_TABLE_BITS: u32 = 12;
+
+/// Entries a lookup in the `WATCHED` table probes, from the cgroup id's home entry on.
+pub const WATCHED_PROBES: u32 = 8;
+
+/// [`WatchedCgroup::cgroup_id`] of an entry whose container was unregistered: lookups probe on
+/// past it, registrations reuse it. (0 marks a never-used entry, where lookups stop.)
+pub const WATCHED_TOMBSTONE: u64 = u64::MAX;
+
+/// The entry of the `WATCHED` table where the lookup of `cgroup_id` starts (Fibonacci hashing:
+/// cgroup ids are mostly consecutive inode numbers, this spreads them).
+#[inline(always)]
+pub const fn watched_home(cgroup_id: u64) -> u32 {
+    (cgroup_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - WATCHED_TABLE_BITS)) as u32
+}
+
+/// An entry of the `WATCHED` table: an open-addressing hash table in an array map, so that the
+/// programs look a cgroup up with plain loads (an array lookup is inlined by the verifier; a
+/// hash map lookup is a function call and a hash, measured 30-50 ns more per syscall).
+///
+/// Only user space writes it, under the version directory's lock. A cgroup id sits at most
+/// [`WATCHED_PROBES`] - 1 entries after its [`watched_home`] (wrapping around), with no
+/// never-used entry (`cgroup_id == 0`) in between.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchedCgroup {
+    /// The v2 cgroup id; 0: never used; [`WATCHED_TOMBSTONE`]: free again.
+    pub cgroup_id: u64,
+    /// The container's slot and options.
+    pub watch: Watch,
+}
+
+/// Which counter slot a watched cgroup uses, and its options.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Watch {
@@ -114,6 +150,9 @@ pub struct ContainerCounters {
     pub exits: u64,
     /// Tasks the OOM killer chose as victims.
     pub oom_kills: u64,
+    /// Cgroups created below the container's since it was registered (nonzero also when it
+    /// had some at registration): tasks there are found by their ancestors, see `NESTED`.
+    pub nested_cgroups: u64,
 }
 
 /// Network counters of one cgroup in one direction (`NET` per-CPU cgroup storage).
@@ -271,6 +310,22 @@ pub struct KernelOffsets {
     pub binprm_filename: u32,
     /// `struct task_struct`, member `exit_code`.
     pub task_exit_code: u32,
+    /// `struct task_struct`, member `cgroups`.
+    pub task_cgroups: u32,
+    /// `struct css_set`, member `dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup`, member `kn`.
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node`, member `id`.
+    pub kernfs_node_id: u32,
+    /// `struct cgroup`, member `level`.
+    pub cgroup_level: u32,
+    /// `struct cgroup`, member `ancestors`.
+    pub cgroup_ancestors: u32,
+    /// `struct cgroup`, member `root`.
+    pub cgroup_root: u32,
+    /// `struct cgroup_root`, member `hierarchy_id`.
+    pub cgroup_root_hierarchy_id: u32,
     /// Zero.
     pub reserved: u32,
 }
@@ -302,4 +357,6 @@ mod pod {
     unsafe impl aya::Pod for super::NetCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::WatchedLevels {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WatchedCgroup {}
 }

@@ -1,9 +1,17 @@
-//! Cost of lucid's syscall counting on a getppid loop, inside and outside a watched cgroup.
+//! Cost of lucid's syscall counting on a getppid loop, inside and outside a watched cgroup,
+//! and of its process programs on a fork/exit loop.
 //!
 //! `cargo run --release -p lucid-ebpf --example bench -- [--rounds R] [--calls N]` (as root).
-//! Each round measures, in this order, with nothing attached, with counting and with latency;
-//! the medians of the rounds are printed with their ratio to "nothing attached". It also
-//! reports what loading, opening the pins, registering and unregistering cost.
+//!
+//! Each round measures, in this order: nothing loaded; the programs loaded with no container
+//! registered; counting (one container registered); latency (the same container asking for
+//! it). The medians of the rounds are printed with their ratio to "nothing loaded".
+//!
+//! Times are the measuring thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a
+//! shared machine, time spent preempted by other work would otherwise land in the numbers.
+//! Any program attached to the `raw_syscalls` tracepoints by someone else puts every task on
+//! the slow syscall path and spoils the baseline, so a round during which such a foreign link
+//! exists is thrown away and measured again (the count is printed).
 use std::{
     ffi::CString,
     path::{Path, PathBuf},
@@ -21,8 +29,34 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// ns per getppid in a forked child, moved into `cgroup` first when given.
-fn getppid_ns(cgroup: Option<&Path>, calls: usize) -> f64 {
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// CPU time of this process and its reaped children, in ns.
+fn process_tree_cpu_ns() -> u64 {
+    let mut total = 0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: a zeroed rusage is a valid buffer for getrusage.
+        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::getrusage(who, &mut r) };
+        for tv in [r.ru_utime, r.ru_stime] {
+            total += tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+        }
+    }
+    total
+}
+
+/// Runs `work` in a forked child (moved into `cgroup` first when given) and returns the ns
+/// per iteration it reports.
+fn in_child(cgroup: Option<&Path>, work: impl FnOnce() -> f64) -> f64 {
     let procs = cgroup.map(|c| CString::new(c.join("cgroup.procs").to_str().unwrap()).unwrap());
     let mut fds = [0; 2];
     // SAFETY: a valid two-int array.
@@ -40,21 +74,13 @@ fn getppid_ns(cgroup: Option<&Path>, calls: usize) -> f64 {
                 }
                 libc::close(fd);
             }
-            let mut t0 = std::mem::zeroed::<libc::timespec>();
-            let mut t1 = std::mem::zeroed::<libc::timespec>();
-            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t0);
-            for _ in 0..calls {
-                libc::syscall(libc::SYS_getppid);
-            }
-            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t1);
-            let ns: u64 =
-                ((t1.tv_sec - t0.tv_sec) * 1_000_000_000 + (t1.tv_nsec - t0.tv_nsec)) as u64;
+            let ns = work();
             libc::write(fds[1], (&raw const ns).cast(), 8);
             libc::_exit(0);
         }
     }
-    let mut ns = 0u64;
-    // SAFETY: reading 8 bytes into a u64, then reaping the child.
+    let mut ns = 0f64;
+    // SAFETY: reading 8 bytes into an f64, then reaping the child.
     unsafe {
         libc::close(fds[1]);
         assert_eq!(
@@ -65,12 +91,52 @@ fn getppid_ns(cgroup: Option<&Path>, calls: usize) -> f64 {
         libc::close(fds[0]);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
-    ns as f64 / calls as f64
+    ns
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// CPU ns per `syscall(SYS_getppid)`.
+fn getppid_ns(cgroup: Option<&Path>, calls: usize) -> f64 {
+    in_child(cgroup, || {
+        let t0 = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        for _ in 0..calls {
+            // SAFETY: getppid has no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        (cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - t0) as f64 / calls as f64
+    })
+}
+
+/// CPU ns (parent and child together) per fork of a child that exits at once.
+fn fork_exit_ns(cgroup: Option<&Path>, forks: usize) -> f64 {
+    in_child(cgroup, || {
+        let t0 = process_tree_cpu_ns();
+        for _ in 0..forks {
+            // SAFETY: the child leaves with _exit at once; the parent reaps it.
+            unsafe {
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        (process_tree_cpu_ns() - t0) as f64 / forks as f64
+    })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Links on the raw syscall tracepoints that are not lucid's (`ours`).
+fn foreign_syscall_links(ours: &[u32]) -> usize {
+    lucid_ebpf::syscall_tracepoint_links()
+        .expect("listing BPF links")
+        .iter()
+        .filter(|l| !ours.contains(&l.prog_id))
+        .count()
 }
 
 struct Cleanup {
@@ -85,9 +151,34 @@ impl Drop for Cleanup {
     }
 }
 
+/// One measurement of every workload under one condition.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    inside: f64,
+    outside: f64,
+    fork_outside: f64,
+}
+
+/// Measures `Sample` with `ours` the lucid program ids; `None` when a foreign syscall hook was
+/// attached at any point.
+fn sample(cgroup: &Path, calls: usize, forks: usize, ours: &[u32]) -> Option<Sample> {
+    if foreign_syscall_links(ours) != 0 {
+        return None;
+    }
+    let s = Sample {
+        inside: getppid_ns(Some(cgroup), calls),
+        outside: getppid_ns(None, calls),
+        fork_outside: fork_exit_ns(None, forks),
+    };
+    (foreign_syscall_links(ours) == 0).then_some(s)
+}
+
+const CONDITIONS: [&str; 4] = ["none", "loaded", "counting", "latency"];
+
 fn main() {
     let rounds = arg("--rounds", 9);
     let calls = arg("--calls", 300_000);
+    let forks = arg("--forks", 300);
     let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
         .into_iter()
         .map(PathBuf::from)
@@ -99,15 +190,26 @@ fn main() {
     };
     std::fs::create_dir(&guard.cgroup).expect("creating the bench cgroup");
 
-    let conditions = ["none", "counting", "latency"];
-    let mut inside: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut outside: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut samples: Vec<[Sample; 4]> = Vec::new();
     let (mut load, mut open, mut register, mut unregister) = (vec![], vec![], vec![], vec![]);
     let mut hook = None;
-    for _ in 0..rounds {
+    let mut discarded = 0;
+    let mut attached_when_idle = 0;
+    while samples.len() < rounds {
+        if discarded > 20 * rounds {
+            panic!(
+                "foreign programs stay attached to the raw_syscalls tracepoints; \
+                 the baseline cannot be measured"
+            );
+        }
+        let mut round = [Sample::default(); 4];
         lucid_ebpf::remove_pin_root(&guard.pins).unwrap();
-        inside[0].push(getppid_ns(Some(&guard.cgroup), calls));
-        outside[0].push(getppid_ns(None, calls));
+        let Some(none) = sample(&guard.cgroup, calls, forks, &[]) else {
+            discarded += 1;
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        };
+        round[0] = none;
 
         let t = Instant::now();
         let mut bpf = Programs::open_or_load(&guard.pins).expect("loading");
@@ -117,42 +219,70 @@ fn main() {
         open.push(t.elapsed());
         drop(reopened);
         hook = Some(bpf.syscall_hook());
-        let t = Instant::now();
-        let reg = bpf
-            .register(&guard.cgroup, &RegisterOptions::default())
-            .unwrap();
-        register.push(t.elapsed());
-        inside[1].push(getppid_ns(Some(&guard.cgroup), calls));
-        outside[1].push(getppid_ns(None, calls));
-
-        let latency = RegisterOptions {
-            syscall_latency: true,
-            ..Default::default()
-        };
-        bpf.register(&guard.cgroup, &latency).unwrap();
-        inside[2].push(getppid_ns(Some(&guard.cgroup), calls));
-        outside[2].push(getppid_ns(None, calls));
-        let t = Instant::now();
-        bpf.unregister(reg.cgroup_id).unwrap();
-        unregister.push(t.elapsed());
+        let ours = bpf.syscall_program_ids().expect("program ids");
+        attached_when_idle += lucid_ebpf::syscall_tracepoint_links()
+            .expect("listing BPF links")
+            .iter()
+            .filter(|l| ours.contains(&l.prog_id))
+            .count();
+        let measured = (|| {
+            round[1] = sample(&guard.cgroup, calls, forks, &ours)?;
+            let t = Instant::now();
+            let reg = bpf
+                .register(&guard.cgroup, &RegisterOptions::default())
+                .unwrap();
+            register.push(t.elapsed());
+            let ours = bpf.syscall_program_ids().expect("program ids");
+            round[2] = sample(&guard.cgroup, calls, forks, &ours)?;
+            let latency = RegisterOptions {
+                syscall_latency: true,
+                ..Default::default()
+            };
+            bpf.register(&guard.cgroup, &latency).unwrap();
+            let ours = bpf.syscall_program_ids().expect("program ids");
+            round[3] = sample(&guard.cgroup, calls, forks, &ours)?;
+            let t = Instant::now();
+            bpf.unregister(reg.cgroup_id).unwrap();
+            unregister.push(t.elapsed());
+            Some(())
+        })();
+        if measured.is_none() {
+            discarded += 1;
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        samples.push(round);
     }
-    let base_in = median(&mut inside[0].clone());
-    let base_out = median(&mut outside[0].clone());
+    let column = |c: usize, f: fn(&Sample) -> f64| -> f64 {
+        median(&samples.iter().map(|r| f(&r[c])).collect::<Vec<_>>())
+    };
     println!(
-        "getppid loop, {calls} calls x {rounds} interleaved rounds, medians; syscall hook: {:?}",
+        "{calls} getppid and {forks} fork+exit per measurement, {rounds} interleaved rounds \
+         ({discarded} thrown away: foreign syscall hooks), medians of CPU time; syscall hook: {:?}",
         hook.expect("at least one round")
     );
     println!(
-        "{:<10} {:>12} {:>8} {:>12} {:>8}",
-        "programs", "inside ns", "ratio", "outside ns", "ratio"
+        "lucid syscall links attached with nothing registered: {attached_when_idle} over {rounds} loads"
     );
-    for (i, name) in conditions.iter().enumerate() {
-        let ins = median(&mut inside[i]);
-        let out = median(&mut outside[i]);
+    println!(
+        "{:<10} {:>10} {:>7} {:>11} {:>7} {:>13} {:>7}",
+        "programs", "inside ns", "ratio", "outside ns", "ratio", "fork+exit us", "ratio"
+    );
+    let base = (
+        column(0, |s| s.inside),
+        column(0, |s| s.outside),
+        column(0, |s| s.fork_outside),
+    );
+    for (i, name) in CONDITIONS.iter().enumerate() {
+        let ins = column(i, |s| s.inside);
+        let out = column(i, |s| s.outside);
+        let fork = column(i, |s| s.fork_outside);
         println!(
-            "{name:<10} {ins:>12.1} {:>7.2}x {out:>12.1} {:>7.2}x",
-            ins / base_in,
-            out / base_out
+            "{name:<10} {ins:>10.1} {:>6.2}x {out:>11.1} {:>6.2}x {:>13.1} {:>6.3}x",
+            ins / base.0,
+            out / base.1,
+            fork / 1000.0,
+            fork / base.2,
         );
     }
     let ms = |v: &mut Vec<Duration>| {

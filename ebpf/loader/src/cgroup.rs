@@ -68,6 +68,16 @@ impl Cgroup {
     }
 }
 
+/// How many live cgroups there are below the v2 cgroup at `path` (`nr_descendants` in its
+/// `cgroup.stat`).
+pub(crate) fn descendants(path: &Path) -> Result<u64, std::io::Error> {
+    let stat = std::fs::read_to_string(path.join("cgroup.stat"))?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("nr_descendants "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("cgroup.stat has no nr_descendants line"))
+}
+
 fn is_cgroup2(path: &Path) -> Result<bool, std::io::Error> {
     Ok(crate::sys::statfs_magic(path)? == CGROUP2_SUPER_MAGIC)
 }

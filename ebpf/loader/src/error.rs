@@ -74,6 +74,10 @@ pub enum Error {
     /// Every counter slot is taken.
     #[error("all {0} container slots are in use; unregister deleted containers (Programs::sweep)")]
     Full(u32),
+    /// The entries of the `WATCHED` table a cgroup id may use are all taken (with at most
+    /// `MAX_CONTAINERS` ids in a much larger table, practically never).
+    #[error("no room for cgroup {0} in the WATCHED table; unregister deleted containers (Programs::sweep)")]
+    WatchedTableFull(u64),
     /// The cgroup is deeper than the programs look.
     #[error("cgroup {path} is at level {level}, deeper than the {max} levels lucid watches")]
     TooDeep {

@@ -69,6 +69,14 @@ pub fn offsets_from_btf(data: &[u8]) -> Result<KernelOffsets, BtfError> {
         task_pid: find("task_struct", "pid"),
         binprm_filename: find("linux_binprm", "filename"),
         task_exit_code: find("task_struct", "exit_code"),
+        task_cgroups: find("task_struct", "cgroups"),
+        css_set_dfl_cgrp: find("css_set", "dfl_cgrp"),
+        cgroup_kn: find("cgroup", "kn"),
+        kernfs_node_id: find("kernfs_node", "id"),
+        cgroup_level: find("cgroup", "level"),
+        cgroup_ancestors: find("cgroup", "ancestors"),
+        cgroup_root: find("cgroup", "root"),
+        cgroup_root_hierarchy_id: find("cgroup_root", "hierarchy_id"),
         reserved: 0,
     })
 }
@@ -166,7 +174,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn running_kernel_btf_gives_task_and_binprm_offsets() {
+    fn running_kernel_btf_gives_task_binprm_and_cgroup_offsets() {
         let offsets = kernel_offsets(Path::new(VMLINUX_BTF)).expect("this host has kernel BTF");
         assert_ne!(offsets.task_real_parent, 0);
         assert_ne!(offsets.task_tgid, 0);
@@ -175,6 +183,20 @@ mod tests {
         assert_ne!(offsets.task_exit_code, 0);
         // pid and tgid are adjacent pid_t members of task_struct.
         assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
+        for (name, offset) in [
+            ("task_struct.cgroups", offsets.task_cgroups),
+            ("css_set.dfl_cgrp", offsets.css_set_dfl_cgrp),
+            ("cgroup.kn", offsets.cgroup_kn),
+            ("kernfs_node.id", offsets.kernfs_node_id),
+            ("cgroup.level", offsets.cgroup_level),
+            ("cgroup.ancestors", offsets.cgroup_ancestors),
+            ("cgroup.root", offsets.cgroup_root),
+            ("cgroup_root.hierarchy_id", offsets.cgroup_root_hierarchy_id),
+        ] {
+            assert_ne!(offset, 0, "{name} not found in the kernel's BTF");
+        }
+        // `ancestors` is the last member of struct cgroup (a flexible array in a union).
+        assert!(offsets.cgroup_ancestors > offsets.cgroup_level);
     }
 
     #[test]

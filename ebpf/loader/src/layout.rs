@@ -15,6 +15,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub(crate) const MAPS: &[&str] = &[
     "WATCHED",
     "LEVELS",
+    "NESTED",
     "SYSCALLS",
     "LATENCY",
     "INFLIGHT",
@@ -30,7 +31,12 @@ pub(crate) const MAPS: &[&str] = &[
 pub(crate) const PROG_NET_INGRESS: &str = "net_ingress";
 pub(crate) const PROG_NET_EGRESS: &str = "net_egress";
 pub(crate) const PROG_DEVICE: &str = "device_filter";
-/// The latency entry program, by hook: fentry on `x64_sys_call` or the `sys_enter` tracepoint.
+/// The counting program, by hook: fexit on `x64_sys_call` or the `sys_exit` tracepoint;
+/// attached (`links/syscall_exit`) only while a container is registered.
+pub(crate) const PROG_SYSCALL_EXIT_FEXIT: &str = "syscall_exit_fexit";
+pub(crate) const PROG_SYSCALL_EXIT_TP: &str = "syscall_exit_tp";
+/// The latency entry program, by hook: fentry on `x64_sys_call` or the `sys_enter` tracepoint;
+/// attached (`links/syscall_enter`) only while a container asks for latency.
 pub(crate) const PROG_SYSCALL_ENTER_FENTRY: &str = "syscall_enter_fentry";
 pub(crate) const PROG_SYSCALL_ENTER_TP: &str = "syscall_enter_tp";
 
@@ -40,6 +46,7 @@ pub(crate) const LINK_SYSCALL_ENTER: &str = "syscall_enter";
 pub(crate) const LINK_EXEC: &str = "process_exec";
 pub(crate) const LINK_EXIT: &str = "process_exit";
 pub(crate) const LINK_OOM: &str = "oom_mark_victim";
+pub(crate) const LINK_CGROUP_MKDIR: &str = "cgroup_mkdir";
 
 /// Paths inside one version directory.
 #[derive(Clone, Debug)]
@@ -76,14 +83,23 @@ impl Layout {
         self.containers().join(cgroup_id.to_string())
     }
 
-    /// Every pin a complete, loaded version directory has.
-    pub fn required_pins(&self) -> Vec<PathBuf> {
-        let mut pins: Vec<PathBuf> = MAPS.iter().map(|m| self.map(m)).collect();
+    /// Every pin a complete, loaded version directory has; each inner list needs one of its
+    /// pins (the programs of the hook the kernel took).
+    pub fn required_pins(&self) -> Vec<Vec<PathBuf>> {
+        let mut pins: Vec<Vec<PathBuf>> = MAPS.iter().map(|m| vec![self.map(m)]).collect();
         for p in [PROG_NET_INGRESS, PROG_NET_EGRESS, PROG_DEVICE] {
-            pins.push(self.prog(p));
+            pins.push(vec![self.prog(p)]);
         }
-        for l in [LINK_SYSCALL_EXIT, LINK_EXEC, LINK_EXIT, LINK_OOM] {
-            pins.push(self.link(l));
+        pins.push(vec![
+            self.prog(PROG_SYSCALL_EXIT_FEXIT),
+            self.prog(PROG_SYSCALL_EXIT_TP),
+        ]);
+        pins.push(vec![
+            self.prog(PROG_SYSCALL_ENTER_FENTRY),
+            self.prog(PROG_SYSCALL_ENTER_TP),
+        ]);
+        for l in [LINK_EXEC, LINK_EXIT, LINK_OOM, LINK_CGROUP_MKDIR] {
+            pins.push(vec![self.link(l)]);
         }
         pins
     }

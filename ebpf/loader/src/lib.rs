@@ -42,6 +42,7 @@ mod programs;
 mod read;
 mod sys;
 pub mod syscall_names;
+mod watched;
 
 pub use cgroup::{Cgroup, CgroupError};
 pub use devices::{DeviceError, DeviceRule, DeviceType};
@@ -51,6 +52,25 @@ pub use layout::{remove_pin_root, DEFAULT_PIN_ROOT};
 pub use lucid_ebpf_common::LAYOUT_VERSION;
 pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport, SyscallHook};
 pub use read::{ContainerStats, Health, LatencyHistogram, SyscallRow};
+pub use sys::KernelLink;
+
+/// The BPF links of this host attached to the `raw_syscalls` tracepoints (`sys_enter`,
+/// `sys_exit`), lucid's and anyone else's: while there is one, every syscall of every task on
+/// the host takes the kernel's slow syscall path.
+pub fn syscall_tracepoint_links() -> Result<Vec<KernelLink>, Error> {
+    let links = sys::kernel_links().map_err(|e| {
+        Error::pin(
+            "listing BPF links of",
+            std::path::Path::new("the kernel"),
+            e,
+        )
+    })?;
+    Ok(links
+        .into_iter()
+        .filter(|l| l.tracepoint == "sys_enter" || l.tracepoint == "sys_exit")
+        .collect())
+}
 
 /// The compiled eBPF object, built by `build.rs` from `ebpf/programs`.
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid-probes"));

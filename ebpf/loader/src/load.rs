@@ -95,49 +95,59 @@ pub(crate) fn load_and_pin(layout: &Layout) -> Result<(), Error> {
             .map_err(pin_err(&path))?;
     }
 
-    // Syscall counting, attached for good: fexit on the dispatcher where the kernel allows
-    // it, else the sys_exit tracepoint (see the programs' syscalls.rs for the trade-off).
-    let path = layout.link(layout::LINK_SYSCALL_EXIT);
-    let fexit = (|| -> Result<FdLink, Error> {
+    // Syscall counting and latency: loaded and pinned now, attached by `register` while a
+    // container is watched (see programs.rs), since every syscall of the host pays for an
+    // attached hook. fexit/fentry on the dispatcher where the kernel allows it, else the
+    // raw_syscalls tracepoints (see the programs' syscalls.rs for the trade-off).
+    let fexit = (|| -> Result<(), Error> {
         let p: &mut FExit = program(&mut ebpf, "syscall_exit")?;
         p.load("x64_sys_call", &btf)
             .map_err(rejected("syscall_exit"))?;
+        // Some kernels load fexit programs but cannot attach them (no ftrace direct calls):
+        // try once now rather than fail every registration.
         let id = p.attach().map_err(rejected("syscall_exit"))?;
-        Ok(p.take_link(id).map_err(rejected("syscall_exit"))?.into())
-    })();
-    let link = match fexit {
-        Ok(link) => link,
-        Err(e) => {
-            log::info!("syscall counting falls back to the sys_exit tracepoint: {e}");
-            let p: &mut BtfTracePoint = program(&mut ebpf, "syscall_exit_tp")?;
-            p.load("sys_exit", &btf)
-                .map_err(rejected("syscall_exit_tp"))?;
-            let id = p.attach().map_err(rejected("syscall_exit_tp"))?;
-            p.take_link(id).map_err(rejected("syscall_exit_tp"))?.into()
-        }
-    };
-    link.pin(&path).map_err(pin_err(&path))?;
-
-    // Latency: loaded now, attached while a container asks for it; same choice of hook.
-    let fentry = (|| -> Result<(), Error> {
+        p.detach(id).map_err(rejected("syscall_exit"))?;
+        let path = layout.prog(layout::PROG_SYSCALL_EXIT_FEXIT);
+        p.pin(&path).map_err(pin_err(&path))?;
         let p: &mut FEntry = program(&mut ebpf, "syscall_enter")?;
         p.load("x64_sys_call", &btf)
             .map_err(rejected("syscall_enter"))?;
         let path = layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY);
         p.pin(&path).map_err(pin_err(&path))
     })();
-    if fentry.is_err() {
-        let p: &mut BtfTracePoint = program(&mut ebpf, "syscall_enter_tp")?;
-        p.load("sys_enter", &btf)
-            .map_err(rejected("syscall_enter_tp"))?;
-        let path = layout.prog(layout::PROG_SYSCALL_ENTER_TP);
-        p.pin(&path).map_err(pin_err(&path))?;
+    if let Err(e) = fexit {
+        log::info!("syscall counting falls back to the raw_syscalls tracepoints: {e}");
+        for name in [
+            layout::PROG_SYSCALL_EXIT_FEXIT,
+            layout::PROG_SYSCALL_ENTER_FENTRY,
+        ] {
+            let path = layout.prog(name);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::pin("removing", &path, e));
+                }
+            }
+        }
+        for (name, tracepoint, pin) in [
+            ("syscall_exit_tp", "sys_exit", layout::PROG_SYSCALL_EXIT_TP),
+            (
+                "syscall_enter_tp",
+                "sys_enter",
+                layout::PROG_SYSCALL_ENTER_TP,
+            ),
+        ] {
+            let p: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            p.load(tracepoint, &btf).map_err(rejected(name))?;
+            let path = layout.prog(pin);
+            p.pin(&path).map_err(pin_err(&path))?;
+        }
     }
 
     for (name, tracepoint, link_name) in [
         ("process_exec", "sched_process_exec", layout::LINK_EXEC),
         ("oom_mark_victim", "mark_victim", layout::LINK_OOM),
         ("process_exit", "sched_process_exit", layout::LINK_EXIT),
+        ("cgroup_mkdir", "cgroup_mkdir", layout::LINK_CGROUP_MKDIR),
     ] {
         let p: &mut BtfTracePoint = program(&mut ebpf, name)?;
         p.load(tracepoint, &btf).map_err(rejected(name))?;

@@ -13,20 +13,20 @@ use aya::{
     maps::{Array, CgroupStorage, HashMap, Map, MapData, MapError, PerCpuCgroupStorage},
     programs::{
         links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb,
-        CgroupSkbAttachType, FEntry, ProgramError,
+        CgroupSkbAttachType, FEntry, FExit, ProgramError,
     },
 };
 use lucid_ebpf_common::{
     ContainerCounters, DeviceRules, Inflight, LatencyHist, LatencyKey, NetCounters, SyscallCount,
-    Watch, WatchedLevels, LAYOUT_VERSION, MAX_CGROUP_LEVEL, MAX_CONTAINERS, MAX_WATCHED_LEVELS,
-    SYSCALL_SLOTS, WATCH_LATENCY,
+    Watch, WatchedCgroup, WatchedLevels, LAYOUT_VERSION, MAX_CGROUP_LEVEL, MAX_CONTAINERS,
+    MAX_WATCHED_LEVELS, SYSCALL_SLOTS, WATCHED_TABLE_SIZE, WATCHED_TOMBSTONE, WATCH_LATENCY,
 };
 
 use crate::{
     cgroup::Cgroup,
     devices::{self, DeviceRule},
     layout::{self, Layout},
-    load, sys, Error,
+    load, sys, watched, Error,
 };
 
 /// Attach type numbers the kernel uses in cgroup storage keys.
@@ -94,8 +94,11 @@ pub struct Programs {
     layout: Layout,
     root: PathBuf,
     opened: Opened,
-    pub(crate) watched: HashMap<MapData, u64, Watch>,
+    pub(crate) watched: Array<MapData, WatchedCgroup>,
+    /// A second descriptor of `WATCHED` for batched reads.
+    pub(crate) watched_fd: std::os::fd::OwnedFd,
     pub(crate) levels: Array<MapData, WatchedLevels>,
+    pub(crate) nested: Array<MapData, u64>,
     pub(crate) syscalls: Array<MapData, SyscallCount>,
     /// A second descriptor of `SYSCALLS` for batched reads, which aya does not offer.
     pub(crate) syscalls_fd: std::os::fd::OwnedFd,
@@ -149,7 +152,12 @@ impl Programs {
     fn open_layout(root: &Path, layout: Layout, opened: Opened) -> Result<Self, Error> {
         Ok(Self {
             watched: open_map(&layout, "WATCHED")?,
+            watched_fd: {
+                let path = layout.map("WATCHED");
+                sys::obj_get(&path).map_err(|e| Error::pin("opening", &path, e))?
+            },
             levels: open_map(&layout, "LEVELS")?,
+            nested: open_map(&layout, "NESTED")?,
             syscalls: open_map(&layout, "SYSCALLS")?,
             syscalls_fd: {
                 let path = layout.map("SYSCALLS");
@@ -175,7 +183,11 @@ impl Programs {
     pub fn open_or_load(pin_root: &Path) -> Result<Self, Error> {
         let layout = Layout::current(pin_root);
         if layout.dir.exists() {
-            if layout.required_pins().iter().any(|p| !p.exists()) {
+            if layout
+                .required_pins()
+                .iter()
+                .any(|one_of| !one_of.iter().any(|p| p.exists()))
+            {
                 return Err(Error::IncompletePins(layout.dir.clone()));
             }
             return Self::open(pin_root);
@@ -217,11 +229,38 @@ impl Programs {
 
     /// The hook counting syscalls on this host.
     pub fn syscall_hook(&self) -> SyscallHook {
-        if self.layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY).exists() {
+        if self.layout.prog(layout::PROG_SYSCALL_EXIT_FEXIT).exists() {
             SyscallHook::Fexit
         } else {
             SyscallHook::Tracepoint
         }
+    }
+
+    /// The kernel ids of this version's syscall programs (counting and latency), to tell
+    /// lucid's links apart from others in [`crate::syscall_tracepoint_links`].
+    pub fn syscall_program_ids(&self) -> Result<Vec<u32>, Error> {
+        let mut ids = Vec::new();
+        let progs = self.layout.dir.join("progs");
+        let links = self.layout.dir.join("links");
+        for (dir, is_link) in [(progs, false), (links, true)] {
+            let entries = std::fs::read_dir(&dir).map_err(|e| Error::pin("listing", &dir, e))?;
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with("syscall_") {
+                    continue;
+                }
+                let path = entry.path();
+                let fd = sys::obj_get(&path).map_err(|e| Error::pin("opening", &path, e))?;
+                let id = if is_link {
+                    sys::link_prog_id(fd.as_fd())
+                } else {
+                    sys::prog_id(fd.as_fd())
+                };
+                ids.push(id.map_err(|e| Error::pin("inspecting", &path, e))?);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Whether this handle found the programs pinned or loaded them.
@@ -260,7 +299,10 @@ impl Programs {
         let _lock = sys::DirLock::exclusive(&self.layout.dir)
             .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
 
-        let existing = self.watched_entries()?;
+        let table = self.watched_table()?;
+        let existing = entries(&table);
+        let index =
+            watched::insert_index(&table, cgroup.id).ok_or(Error::WatchedTableFull(cgroup.id))?;
         let previous = existing
             .iter()
             .find(|(id, _)| *id == cgroup.id)
@@ -347,15 +389,31 @@ impl Programs {
             log::debug!("device filter of cgroup {} removed", cgroup.id);
         }
 
-        // Counting starts only once the entry is in; the level list goes last so the programs
-        // never look at a level with no entry to find.
-        self.watched
-            .insert(cgroup.id, watch, 0)
-            .map_err(Error::map("WATCHED"))?;
+        // Counting starts only once the entry is in; the level list goes after it so the
+        // programs never look at a level with no entry to find.
+        self.write_watched(&table, index, cgroup.id, watch)?;
         self.levels
             .set(0, levels, 0)
             .map_err(Error::map("LEVELS"))?;
-        self.update_latency_link(&all)?;
+        // Cgroups made below the container's before its entry was in; the cgroup_mkdir program
+        // notes those made from now on.
+        let descendants = crate::cgroup::descendants(&cgroup.path)
+            .map_err(|e| Error::pin("reading cgroup.stat of", &cgroup.path, e))?;
+        if descendants > 0 {
+            self.note_nested(slot, descendants)?;
+        }
+        if let Err(e) = self.sync_syscall_links(&all) {
+            // A new container the kernel will not count is not left registered.
+            if previous.is_none() {
+                if let Err(cleanup) = self.unregister_locked(cgroup.id) {
+                    log::warn!(
+                        "undoing the registration of cgroup {}: {cleanup}",
+                        cgroup.id
+                    );
+                }
+            }
+            return Err(e);
+        }
         Ok(Registered {
             cgroup_id: cgroup.id,
             slot,
@@ -388,11 +446,12 @@ impl Programs {
             std::fs::remove_dir(&dir).map_err(|e| Error::pin("removing", &dir, e))?;
         }
         self.zero_cgroup_storage(cgroup_id)?;
-        let entries = self.watched_entries()?;
-        let Some((_, watch)) = entries.iter().find(|(id, _)| *id == cgroup_id).copied() else {
+        let mut table = self.watched_table()?;
+        let Some(index) = watched::find(&table, cgroup_id) else {
             return Err(Error::NotRegistered(cgroup_id));
         };
-        let rest: Vec<(u64, Watch)> = entries
+        let watch = table[index as usize].watch;
+        let rest: Vec<(u64, Watch)> = entries(&table)
             .into_iter()
             .filter(|(id, _)| *id != cgroup_id)
             .collect();
@@ -401,12 +460,100 @@ impl Programs {
         self.levels
             .set(0, levels, 0)
             .map_err(Error::map("LEVELS"))?;
-        match self.watched.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(Error::map("WATCHED")(e)),
+        table[index as usize].cgroup_id = WATCHED_TOMBSTONE;
+        self.set_watched(index, table[index as usize])?;
+        for free in watched::reclaimable(&table, index) {
+            table[free as usize].cgroup_id = 0;
+            self.set_watched(free, table[free as usize])?;
         }
-        self.update_latency_link(&rest)?;
+        self.sync_nested(&rest)?;
+        self.sync_syscall_links(&rest)?;
         self.clear_slot(watch.slot)?;
+        Ok(())
+    }
+
+    /// The whole `WATCHED` table, in one batched read.
+    fn watched_table(&self) -> Result<Vec<WatchedCgroup>, Error> {
+        let mut table = vec![WatchedCgroup::default(); WATCHED_TABLE_SIZE as usize];
+        let read = sys::array_lookup_batch(self.watched_fd.as_fd(), 0, &mut table)
+            .map_err(|e| Error::pin("reading", &self.layout.map("WATCHED"), e))?;
+        if read != table.len() {
+            return Err(Error::pin(
+                "reading",
+                &self.layout.map("WATCHED"),
+                std::io::Error::other(format!("{read} of {} entries read", table.len())),
+            ));
+        }
+        Ok(table)
+    }
+
+    fn set_watched(&mut self, index: u32, entry: WatchedCgroup) -> Result<(), Error> {
+        self.watched
+            .set(index, entry, 0)
+            .map_err(Error::map("WATCHED"))
+    }
+
+    /// Writes `cgroup_id`'s entry at `index`. A program may read an entry while user space
+    /// writes it (a plain copy): the options go in first under the entry's old id, so a program
+    /// never sees the new id with another container's slot.
+    fn write_watched(
+        &mut self,
+        table: &[WatchedCgroup],
+        index: u32,
+        cgroup_id: u64,
+        watch: Watch,
+    ) -> Result<(), Error> {
+        let old = table[index as usize].cgroup_id;
+        if old != cgroup_id {
+            self.set_watched(
+                index,
+                WatchedCgroup {
+                    cgroup_id: old,
+                    watch,
+                },
+            )?;
+        }
+        self.set_watched(index, WatchedCgroup { cgroup_id, watch })
+    }
+
+    /// Counts `descendants` cgroups below the container in `slot` and raises `NESTED`.
+    fn note_nested(&mut self, slot: u32, descendants: u64) -> Result<(), Error> {
+        let mut counters = self
+            .counters
+            .get(&slot, 0)
+            .map_err(Error::map("COUNTERS"))?;
+        if counters.nested_cgroups == 0 {
+            counters.nested_cgroups = descendants;
+            self.counters
+                .set(slot, counters, 0)
+                .map_err(Error::map("COUNTERS"))?;
+        }
+        self.nested.set(0, 1, 0).map_err(Error::map("NESTED"))
+    }
+
+    /// Clears `NESTED` unless a container of `rest` has nested cgroups. The cgroup_mkdir
+    /// program counts a container's nested cgroup before it raises `NESTED`, so reading the
+    /// counts again after clearing catches one made meanwhile.
+    fn sync_nested(&mut self, rest: &[(u64, Watch)]) -> Result<(), Error> {
+        let any_nested = |programs: &Self| -> Result<bool, Error> {
+            for (_, w) in rest {
+                let counters = programs
+                    .counters
+                    .get(&w.slot, 0)
+                    .map_err(Error::map("COUNTERS"))?;
+                if counters.nested_cgroups != 0 {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        if any_nested(self)? {
+            return self.nested.set(0, 1, 0).map_err(Error::map("NESTED"));
+        }
+        self.nested.set(0, 0, 0).map_err(Error::map("NESTED"))?;
+        if any_nested(self)? {
+            self.nested.set(0, 1, 0).map_err(Error::map("NESTED"))?;
+        }
         Ok(())
     }
 
@@ -482,32 +629,79 @@ impl Programs {
         Ok(())
     }
 
-    /// Attaches the latency fentry while some container wants latency, detaches it otherwise.
-    fn update_latency_link(&mut self, all: &[(u64, Watch)]) -> Result<(), Error> {
-        let wanted = all.iter().any(|(_, w)| w.flags & WATCH_LATENCY != 0);
-        let pin = self.layout.link(layout::LINK_SYSCALL_ENTER);
-        if wanted && !pin.exists() {
-            let fentry = self.layout.prog(layout::PROG_SYSCALL_ENTER_FENTRY);
-            let link: FdLink = if fentry.exists() {
-                let mut p = FEntry::from_pin(fentry).map_err(program_err("syscall_enter"))?;
-                let id = p.attach().map_err(program_err("syscall_enter"))?;
+    /// Attaches the syscall programs while they have work and detaches them otherwise: the
+    /// counting program while any container is registered, the latency entry program while one
+    /// asks for latency. Every syscall of the host pays for an attached hook (on the
+    /// tracepoints, even the syscalls of tasks outside any container), so with nothing
+    /// registered none is attached. Called under the version directory's lock.
+    fn sync_syscall_links(&mut self, all: &[(u64, Watch)]) -> Result<(), Error> {
+        let latency = all.iter().any(|(_, w)| w.flags & WATCH_LATENCY != 0);
+        // Entry before exit when attaching, so that no exit finds a missing start; the reverse
+        // when detaching.
+        if !latency {
+            remove_pin(&self.layout.link(layout::LINK_SYSCALL_ENTER))?;
+        }
+        let exit = self.layout.link(layout::LINK_SYSCALL_EXIT);
+        if all.is_empty() {
+            remove_pin(&exit)?;
+        }
+        if latency {
+            self.attach_syscall_program(
+                layout::LINK_SYSCALL_ENTER,
+                layout::PROG_SYSCALL_ENTER_FENTRY,
+                layout::PROG_SYSCALL_ENTER_TP,
+                true,
+            )?;
+        }
+        if !all.is_empty() {
+            self.attach_syscall_program(
+                layout::LINK_SYSCALL_EXIT,
+                layout::PROG_SYSCALL_EXIT_FEXIT,
+                layout::PROG_SYSCALL_EXIT_TP,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the pinned program (`trampoline_prog`, fentry if `entry` else fexit, where the
+    /// kernel took those; else `tp_prog`) and pins the link at `links/<link>`, unless it is
+    /// pinned already.
+    fn attach_syscall_program(
+        &self,
+        link: &'static str,
+        trampoline_prog: &'static str,
+        tp_prog: &'static str,
+        entry: bool,
+    ) -> Result<(), Error> {
+        let pin = self.layout.link(link);
+        if pin.exists() {
+            return Ok(());
+        }
+        let trampoline = self.layout.prog(trampoline_prog);
+        let fd_link: FdLink = if trampoline.exists() {
+            if entry {
+                let mut p = FEntry::from_pin(trampoline).map_err(program_err(trampoline_prog))?;
+                let id = p.attach().map_err(program_err(trampoline_prog))?;
                 p.take_link(id)
-                    .map_err(program_err("syscall_enter"))?
+                    .map_err(program_err(trampoline_prog))?
                     .into()
             } else {
-                let mut p =
-                    BtfTracePoint::from_pin(self.layout.prog(layout::PROG_SYSCALL_ENTER_TP))
-                        .map_err(program_err("syscall_enter_tp"))?;
-                let id = p.attach().map_err(program_err("syscall_enter_tp"))?;
+                let mut p = FExit::from_pin(trampoline).map_err(program_err(trampoline_prog))?;
+                let id = p.attach().map_err(program_err(trampoline_prog))?;
                 p.take_link(id)
-                    .map_err(program_err("syscall_enter_tp"))?
+                    .map_err(program_err(trampoline_prog))?
                     .into()
-            };
-            link.pin(&pin)
-                .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
-        } else if !wanted {
-            remove_pin(&pin)?;
-        }
+            }
+        } else {
+            let mut p =
+                BtfTracePoint::from_pin(self.layout.prog(tp_prog)).map_err(program_err(tp_prog))?;
+            let id = p.attach().map_err(program_err(tp_prog))?;
+            p.take_link(id).map_err(program_err(tp_prog))?.into()
+        };
+        fd_link
+            .pin(&pin)
+            .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
         Ok(())
     }
 
@@ -529,24 +723,22 @@ impl Programs {
     }
 
     pub(crate) fn watched_entries(&self) -> Result<Vec<(u64, Watch)>, Error> {
-        let mut entries = Vec::new();
-        for item in self.watched.iter() {
-            match item {
-                Ok(entry) => entries.push(entry),
-                // An entry removed while iterating.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(Error::map("WATCHED")(e)),
-            }
-        }
-        Ok(entries)
+        Ok(entries(&self.watched_table()?))
     }
 
+    /// The watch of `cgroup_id`, reading only the entries its lookup probes (readers such as
+    /// the exporter call this per container and scrape).
     pub(crate) fn watch_of(&self, cgroup_id: u64) -> Result<Watch, Error> {
-        match self.watched.get(&cgroup_id, 0) {
-            Ok(w) => Ok(w),
-            Err(MapError::KeyNotFound) => Err(Error::NotRegistered(cgroup_id)),
-            Err(e) => Err(Error::map("WATCHED")(e)),
+        for index in watched::probes(cgroup_id) {
+            let entry = self.watched.get(&index, 0).map_err(Error::map("WATCHED"))?;
+            if entry.cgroup_id == cgroup_id {
+                return Ok(entry.watch);
+            }
+            if entry.cgroup_id == 0 {
+                break;
+            }
         }
+        Err(Error::NotRegistered(cgroup_id))
     }
 
     /// Removes what deleted containers and other versions left: containers whose cgroup is
@@ -573,6 +765,9 @@ impl Programs {
                     Err(e) => return Err(e),
                 }
             }
+            // A process that died between a map update and the matching attach or detach.
+            let rest = self.watched_entries()?;
+            self.sync_syscall_links(&rest)?;
         }
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -602,6 +797,13 @@ impl Programs {
         }
         Ok(report)
     }
+}
+
+/// The live entries of the `WATCHED` table: (cgroup id, watch).
+fn entries(table: &[WatchedCgroup]) -> Vec<(u64, Watch)> {
+    watched::live(table)
+        .map(|(e, _)| (e.cgroup_id, e.watch))
+        .collect()
 }
 
 /// The distinct levels of `entries`, deepest first.

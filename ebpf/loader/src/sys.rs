@@ -83,6 +83,15 @@ struct LinkInfoCgroup {
 
 /// The cgroup a cgroup link is attached to: `Some(0)` once the cgroup is gone.
 pub fn link_cgroup_id(link: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(link_info(link)?.cgroup_id)
+}
+
+/// The id of the program link `link` attaches.
+pub fn link_prog_id(link: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(link_info(link)?.prog_id)
+}
+
+fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfoCgroup> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     #[repr(C)]
     struct Attr {
@@ -108,7 +117,7 @@ pub fn link_cgroup_id(link: BorrowedFd<'_>) -> io::Result<u64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(info.cgroup_id)
+    Ok(info)
 }
 
 /// Opens the BPF object pinned at `path` (`BPF_OBJ_GET`).
@@ -331,4 +340,147 @@ pub fn array_lookup_batch<V: Copy>(
         in_batch = out_batch;
     }
     Ok(read)
+}
+
+/// `bpf(cmd, attr)` on a zero-padded attr of type `A`; the raw return value or the error.
+fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, initialised `bpf_attr` prefix for `cmd` whose pointers (if
+    // any) the caller keeps alive for the call; the kernel reads at most `size_of::<A>()` bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<A>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// The id of the BPF program `prog` (`BPF_OBJ_GET_INFO_BY_FD`).
+pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// `struct bpf_prog_info` up to `id`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgInfo {
+        kind: u32,
+        id: u32,
+    }
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = ProgInfo::default();
+    let mut attr = Attr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<ProgInfo>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info.id)
+}
+
+/// A BPF link of the running kernel, as far as lucid needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelLink {
+    /// The link's id.
+    pub id: u32,
+    /// The id of the program it attaches.
+    pub prog_id: u32,
+    /// The tracepoint, for raw tracepoint links (`tp_btf` and `raw_tp`); empty otherwise.
+    pub tracepoint: String,
+}
+
+/// Every BPF link of the running kernel (`BPF_LINK_GET_NEXT_ID`); links that go away while
+/// listing are skipped.
+pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
+    use std::os::fd::FromRawFd as _;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+    const BPF_LINK_TYPE_RAW_TRACEPOINT: u32 = 1;
+    #[repr(C)]
+    struct IdAttr {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    /// `struct bpf_link_info` with the raw tracepoint member of its union.
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkInfo {
+        kind: u32,
+        id: u32,
+        prog_id: u32,
+        pad: u32,
+        tp_name: u64,
+        tp_name_len: u32,
+        pad2: u32,
+        rest: [u64; 4],
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut links = Vec::new();
+    let mut id = 0;
+    loop {
+        let mut next = IdAttr {
+            id,
+            next_id: 0,
+            open_flags: 0,
+        };
+        match bpf(BPF_LINK_GET_NEXT_ID, &mut next) {
+            Ok(_) => id = next.next_id,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(links),
+            Err(e) => return Err(e),
+        }
+        let mut by_id = IdAttr {
+            id,
+            next_id: 0,
+            open_flags: 0,
+        };
+        let fd = match bpf(BPF_LINK_GET_FD_BY_ID, &mut by_id) {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            Ok(fd) => unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) },
+            // ENOENT: released meanwhile; EAGAIN: still being set up (or torn down).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EAGAIN)) => continue,
+            Err(e) => return Err(e),
+        };
+        // First without buffers: the kernel fills the union by link type, and some types write
+        // through pointers given there.
+        let mut info = LinkInfo::default();
+        let mut attr = InfoAttr {
+            bpf_fd: fd.as_raw_fd() as u32,
+            info_len: std::mem::size_of::<LinkInfo>() as u32,
+            info: (&raw mut info) as u64,
+        };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        let mut tracepoint = String::new();
+        if info.kind == BPF_LINK_TYPE_RAW_TRACEPOINT {
+            let mut name = [0u8; 64];
+            info = LinkInfo {
+                tp_name: name.as_mut_ptr() as u64,
+                tp_name_len: name.len() as u32,
+                ..LinkInfo::default()
+            };
+            attr.info = (&raw mut info) as u64;
+            bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            tracepoint = String::from_utf8_lossy(&name[..len]).into_owned();
+        }
+        links.push(KernelLink {
+            id: info.id,
+            prog_id: info.prog_id,
+            tracepoint,
+        });
+    }
 }

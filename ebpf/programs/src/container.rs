@@ -1,34 +1,110 @@
 //! Which watched container the current task belongs to.
-use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
-use lucid_ebpf_common::{Watch, MAX_WATCHED_LEVELS};
+//!
+//! This runs on every syscall of every task on the host while a container is watched, so the
+//! common answers take no function call: the task's own cgroup id comes from plain loads
+//! through `current->cgroups->dfl_cgrp->kn->id`, and the `WATCHED` table is an array the
+//! verifier inlines. Only while some watched container has cgroups below its own (`NESTED`)
+//! do tasks whose own cgroup is not watched have their ancestors looked up.
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task_btf,
+};
+use lucid_ebpf_common::{
+    watched_home, Watch, MAX_WATCHED_LEVELS, WATCHED_PROBES, WATCHED_TABLE_SIZE,
+};
 
-use crate::maps::{LEVELS, WATCHED};
+use crate::maps::{KERNEL_OFFSETS, LEVELS, NESTED, WATCHED};
 
 /// The watched container of the current task: its cgroup id and [`Watch`] entry.
 ///
-/// Looks up the task's ancestor cgroup at each level that holds a watched cgroup, deepest
-/// first, so tasks in cgroups a container creates under its own still count for it. Costs one
-/// array read when nothing is watched, plus one helper call and one hash lookup per level in use.
-/// Needs Linux 6.1 (`bpf_get_current_ancestor_cgroup_id` in tracing programs).
+/// A task counts for the container whose cgroup is its own or, for tasks in cgroups a container
+/// created below its own, the deepest watched ancestor.
 #[inline(always)]
 pub fn current_container() -> Option<(u64, Watch)> {
+    let own = current_cgroup_id();
+    if let Some(watch) = lookup(own) {
+        return Some((own, watch));
+    }
+    if NESTED.get(0).copied().unwrap_or(0) == 0 {
+        return None;
+    }
+    nested_container()
+}
+
+/// The deepest watched ancestor of the current task's cgroup, looked up at each level that
+/// holds a watched cgroup. Needs Linux 6.1 (`bpf_get_current_ancestor_cgroup_id` in tracing
+/// programs).
+#[inline(always)]
+fn nested_container() -> Option<(u64, Watch)> {
     let levels = LEVELS.get(0)?;
     let len = levels.len as usize;
     for i in 0..MAX_WATCHED_LEVELS {
         if i >= len {
             break;
         }
-        let level = levels.levels[i];
         // SAFETY: a helper call without pointers; it returns 0 when the task's cgroup is
-        // shallower than `level`.
-        let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if cgroup_id == 0 {
-            continue;
+        // shallower than the level.
+        let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(levels.levels[i] as i32) };
+        if let Some(watch) = lookup(cgroup_id) {
+            return Some((cgroup_id, watch));
         }
-        // SAFETY: the value is copied out at once, before any map update could free it.
-        if let Some(watch) = unsafe { WATCHED.get(&cgroup_id) } {
-            return Some((cgroup_id, *watch));
+    }
+    None
+}
+
+/// The v2 cgroup id of the current task.
+///
+/// Reads it through the task's BTF-typed pointers at offsets the loader took from the kernel's
+/// BTF (constants to the verifier, which checks each load against the kernel's types); falls
+/// back to the helper, a function call, when an offset is unknown.
+#[inline(always)]
+fn current_cgroup_id() -> u64 {
+    // Field by field: reading the whole struct costs a load per field on every syscall.
+    // SAFETY: volatile reads of a static the loader rewrote before loading (volatile so the
+    // compiler does not fold the zero initial values).
+    let (task_cgroups, css_set_dfl_cgrp, cgroup_kn, kernfs_node_id) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const KERNEL_OFFSETS.task_cgroups),
+            core::ptr::read_volatile(&raw const KERNEL_OFFSETS.css_set_dfl_cgrp),
+            core::ptr::read_volatile(&raw const KERNEL_OFFSETS.cgroup_kn),
+            core::ptr::read_volatile(&raw const KERNEL_OFFSETS.kernfs_node_id),
+        )
+    };
+    if task_cgroups == 0 || css_set_dfl_cgrp == 0 || cgroup_kn == 0 || kernfs_node_id == 0 {
+        // SAFETY: a helper call without arguments.
+        return unsafe { bpf_get_current_cgroup_id() };
+    }
+    // SAFETY: `current` is a trusted task_struct pointer; each load is at the offset of the
+    // member named in the comment, which the verifier checks against the kernel's BTF (and
+    // turns into a fault-safe load), so a wrong offset fails the load, not the kernel.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        // task->cgroups (struct css_set *, RCU-protected: tracing programs hold the RCU lock)
+        let cset = *task.add(task_cgroups as usize).cast::<*const u8>();
+        // css_set->dfl_cgrp (struct cgroup *)
+        let cgroup = *cset.add(css_set_dfl_cgrp as usize).cast::<*const u8>();
+        // cgroup->kn (struct kernfs_node *)
+        let kn = *cgroup.add(cgroup_kn as usize).cast::<*const u8>();
+        // kn->id: the cgroup id
+        *kn.add(kernfs_node_id as usize).cast::<u64>()
+    }
+}
+
+/// The [`Watch`] of watched cgroup `cgroup_id` in the `WATCHED` table.
+#[inline(always)]
+pub fn lookup(cgroup_id: u64) -> Option<Watch> {
+    if cgroup_id == 0 {
+        return None;
+    }
+    let mut index = watched_home(cgroup_id);
+    for _ in 0..WATCHED_PROBES {
+        let entry = WATCHED.get(index)?;
+        if entry.cgroup_id == cgroup_id {
+            return Some(entry.watch);
         }
+        if entry.cgroup_id == 0 {
+            return None;
+        }
+        index = (index + 1) & (WATCHED_TABLE_SIZE - 1);
     }
     None
 }

@@ -16,6 +16,8 @@ mod device;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod nested;
+#[cfg(target_arch = "bpf")]
 mod network;
 #[cfg(target_arch = "bpf")]
 mod process;

@@ -8,17 +8,23 @@ use aya_ebpf::{
 };
 use lucid_ebpf_common::{
     ContainerCounters, DeviceRules, Inflight, KernelOffsets, LatencyHist, LatencyKey, NetCounters,
-    SyscallCount, Watch, WatchedLevels, EVENTS_RING_BYTES, INFLIGHT_ENTRIES, LATENCY_ENTRIES,
-    MAX_CONTAINERS, SYSCALL_SLOTS,
+    SyscallCount, WatchedCgroup, WatchedLevels, EVENTS_RING_BYTES, INFLIGHT_ENTRIES,
+    LATENCY_ENTRIES, MAX_CONTAINERS, SYSCALL_SLOTS, WATCHED_TABLE_SIZE,
 };
 
-/// Watched v2 cgroup id -> its counter slot and options.
+/// Watched v2 cgroup id -> its counter slot and options: an open-addressing table that user
+/// space fills (see `lucid_ebpf_common::WatchedCgroup`).
 #[map]
-pub static WATCHED: HashMap<u64, Watch> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
+pub static WATCHED: Array<WatchedCgroup> = Array::with_max_entries(WATCHED_TABLE_SIZE, 0);
 
 /// The distinct cgroup levels of the watched cgroups, deepest first (one entry).
 #[map]
 pub static LEVELS: Array<WatchedLevels> = Array::with_max_entries(1, 0);
+
+/// One entry, nonzero while some watched container may have cgroups below its own: only then
+/// do tasks whose own cgroup is not watched have their ancestors looked up.
+#[map]
+pub static NESTED: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Syscall counts, index `slot * SYSCALL_SLOTS + nr`.
 #[map]
@@ -66,6 +72,14 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: 0,
     binprm_filename: 0,
     task_exit_code: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_level: 0,
+    cgroup_ancestors: 0,
+    cgroup_root: 0,
+    cgroup_root_hierarchy_id: 0,
     reserved: 0,
 };
 

@@ -19,9 +19,9 @@ pub mod tls;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -79,9 +79,6 @@ struct ForwardMetrics {
     requests: IntCounter,
     rejected_spans: IntCounter,
     failures: HashMap<Reason, IntCounter>,
-    unshipped_batches: IntGauge,
-    unshipped_bytes: IntGauge,
-    oldest_age: Gauge,
     evicted: IntCounter,
 }
 
@@ -93,12 +90,6 @@ impl ForwardMetrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let gauge = |name: &str| -> Result<IntGauge, prometheus::Error> {
-            let d = def(name);
-            let g = IntGauge::new(d.name, d.help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
         let d = def("lucid_forward_failures_total");
         let failures_vec = IntCounterVec::new(Opts::new(d.name, d.help), d.labels)?;
         registry.register(Box::new(failures_vec.clone()))?;
@@ -106,17 +97,11 @@ impl ForwardMetrics {
             .iter()
             .map(|r| (*r, failures_vec.with_label_values(&[r.as_str()])))
             .collect();
-        let d = def("lucid_spool_oldest_unshipped_age_seconds");
-        let oldest_age = Gauge::new(d.name, d.help)?;
-        registry.register(Box::new(oldest_age.clone()))?;
         Ok(ForwardMetrics {
             spans: counter("lucid_forward_spans_total")?,
             requests: counter("lucid_forward_requests_total")?,
             rejected_spans: counter("lucid_forward_rejected_spans_total")?,
             failures,
-            unshipped_batches: gauge("lucid_spool_unshipped_batches")?,
-            unshipped_bytes: gauge("lucid_spool_unshipped_bytes")?,
-            oldest_age,
             evicted: counter("lucid_spool_evicted_batches_total")?,
         })
     }
@@ -144,13 +129,6 @@ pub struct Forwarder {
 fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     // The queue stays consistent between calls: a panic leaves nothing half-done.
     queue.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or_default()
 }
 
 /// Fails when the spool (or, before it exists, the state root) cannot be
@@ -245,7 +223,6 @@ impl Forwarder {
             }
             Err(e) => log::error!("walking the span spool: {e}"),
         }
-        self.update_depth();
     }
 
     fn evicted(&mut self, n: u64) {
@@ -263,16 +240,6 @@ impl Forwarder {
             log::warn!("{message}");
             self.evictions_reported = true;
         }
-    }
-
-    fn update_depth(&self) {
-        let depth = lock(&self.queue).depth();
-        self.metrics.unshipped_batches.set(depth.batches as i64);
-        self.metrics.unshipped_bytes.set(depth.bytes as i64);
-        let age = depth
-            .oldest_ns
-            .map_or(0.0, |ns| (now_ns() - ns).max(0) as f64 / 1e9);
-        self.metrics.oldest_age.set(age);
     }
 
     /// Sends the waiting batches, oldest first, until none is left, a
@@ -335,7 +302,6 @@ impl Forwarder {
                     }
                     self.backoff.reset();
                     self.evictions_reported = false;
-                    self.update_depth();
                 }
                 Err(failure) => {
                     if self.failed(&failure, &batches, spans) {

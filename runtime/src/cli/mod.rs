@@ -18,9 +18,10 @@ pub use update::{parse_size, UpdateArgs};
 #[derive(Debug, Parser)]
 #[command(name = "lucid", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Directory for the state of containers.
-    #[arg(long, global = true, default_value = "/run/lucid", value_name = "DIR")]
-    pub root: PathBuf,
+    /// Directory for the state of containers [default: /run/lucid, or
+    /// $XDG_RUNTIME_DIR/lucid for an unprivileged user].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Write log lines to this file instead of stderr.
     #[arg(long, global = true, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -102,6 +103,78 @@ pub struct CreateArgs {
     pub id: String,
 }
 
+/// Flags of `exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// A process.json (the OCI process) to run instead of the command and
+    /// the flags that change the container's process.
+    #[arg(short, long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Return once the process runs.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Working directory of the process.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Add an environment variable (repeatable).
+    #[arg(short, long, value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Run as this user: uid[:gid], numeric.
+    #[arg(short, long, value_name = "UID[:GID]", value_parser = parse_user)]
+    pub user: Option<(u32, Option<u32>)>,
+    /// Add a supplementary group (repeatable).
+    #[arg(short = 'g', long = "additional-gids", value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to every capability set (repeatable).
+    #[arg(short, long, value_name = "CAP")]
+    pub cap: Vec<String>,
+    /// Set no_new_privileges for the process.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// AppArmor profile for the process.
+    #[arg(long, value_name = "PROFILE")]
+    pub apparmor: Option<String>,
+    /// SELinux label for the process.
+    #[arg(long = "process-label", value_name = "LABEL")]
+    pub process_label: Option<String>,
+    /// Unix socket to send the pty master to (with --tty and --detach).
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Unix socket to send a pidfd of the process to.
+    #[arg(long = "pidfd-socket", value_name = "PATH")]
+    pub pidfd_socket: Option<PathBuf>,
+    /// Pass this many descriptors (from 3 up) to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
+    pub preserve_fds: u32,
+    /// The container ID.
+    pub id: String,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "process"
+    )]
+    pub command: Vec<String>,
+}
+
+fn parse_user(text: &str) -> Result<(u32, Option<u32>), String> {
+    let (uid, gid) = match text.split_once(':') {
+        Some((uid, gid)) => (uid, Some(gid)),
+        None => (text, None),
+    };
+    let number = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("{s:?} is not a numeric id (uid[:gid])"))
+    };
+    Ok((number(uid)?, gid.map(number).transpose()?))
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -123,6 +196,8 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Run a process inside a running container.
+    Exec(ExecArgs),
     /// Print a container's state as JSON.
     State {
         /// The container ID.
@@ -229,19 +304,105 @@ impl From<LogFormatArg> for LogFormat {
     }
 }
 
+/// The state root: `--root`, else `$XDG_RUNTIME_DIR/lucid` for a user who is
+/// not root (runc's rule, which also counts root of a user namespace that is
+/// not the host's, unless `$USER` is root), else `/run/lucid`.
+fn state_root(given: Option<PathBuf>) -> PathBuf {
+    if let Some(root) = given {
+        return root;
+    }
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty());
+    let unprivileged = !nix::unistd::geteuid().is_root()
+        || (in_user_namespace() && std::env::var("USER").map_or(true, |u| u != "root"));
+    match xdg {
+        Some(dir) if unprivileged => PathBuf::from(dir).join("lucid"),
+        _ => PathBuf::from("/run/lucid"),
+    }
+}
+
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}
+
+/// How many descriptors this process was socket-activated with: LISTEN_FDS,
+/// when LISTEN_PID names this process (systemd's protocol, as runc reads it).
+fn listen_fds() -> anyhow::Result<i32> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    match (pid, fds) {
+        (Some(pid), Some(fds)) if pid.trim() == std::process::id().to_string() => fds
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .with_context(|| format!("LISTEN_FDS={fds:?} is not a number of descriptors")),
+        _ => Ok(0),
+    }
+}
+
 fn create_options(args: &CreateArgs) -> anyhow::Result<container::create::CreateOptions> {
-    if args.console_socket.is_some() {
-        bail!("--console-socket: terminals are not supported by this version of lucid");
-    }
-    if args.pidfd_socket.is_some() {
-        bail!("--pidfd-socket is not supported by this version of lucid");
-    }
     Ok(container::create::CreateOptions {
         id: args.id.clone(),
         bundle: args.bundle.clone(),
         pid_file: args.pid_file.clone(),
         no_pivot: args.no_pivot,
         no_new_keyring: args.no_new_keyring,
+        preserve_fds: i32::try_from(args.preserve_fds).context("--preserve-fds is too large")?,
+        listen_fds: listen_fds()?,
+        console_socket: args.console_socket.clone(),
+        pidfd_socket: args.pidfd_socket.clone(),
+    })
+}
+
+fn exec_options(args: ExecArgs) -> anyhow::Result<container::exec::ExecOptions> {
+    use container::exec::{ExecProcess, ProcessFlags};
+    let process = match args.process {
+        Some(file) => {
+            let changed: Vec<&str> = [
+                ("a command", !args.command.is_empty()),
+                ("--tty", args.tty),
+                ("--cwd", args.cwd.is_some()),
+                ("--env", !args.env.is_empty()),
+                ("--user", args.user.is_some()),
+                ("--additional-gids", !args.additional_gids.is_empty()),
+                ("--cap", !args.cap.is_empty()),
+                ("--no-new-privs", args.no_new_privs),
+                ("--apparmor", args.apparmor.is_some()),
+                ("--process-label", args.process_label.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            if !changed.is_empty() {
+                bail!(
+                    "--process {}: the process file says everything about the process: set {} in it instead",
+                    file.display(),
+                    changed.join(", ")
+                );
+            }
+            ExecProcess::File(file)
+        }
+        None => ExecProcess::Flags(ProcessFlags {
+            args: args.command,
+            cwd: args.cwd,
+            env: args.env,
+            tty: args.tty,
+            user: args.user,
+            additional_gids: args.additional_gids,
+            caps: args.cap,
+            no_new_privs: args.no_new_privs,
+            apparmor: args.apparmor,
+            process_label: args.process_label,
+        }),
+    };
+    Ok(container::exec::ExecOptions {
+        id: args.id,
+        process,
+        detach: args.detach,
+        pid_file: args.pid_file,
+        console_socket: args.console_socket,
+        pidfd_socket: args.pidfd_socket,
         preserve_fds: i32::try_from(args.preserve_fds).context("--preserve-fds is too large")?,
     })
 }
@@ -280,7 +441,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup is not supported: lucid has no systemd cgroup driver; configure the caller to use cgroupfs");
     }
-    let root = cli.root;
+    let root = state_root(cli.root);
     match cli.command {
         Command::Create(args) => {
             telemetry::begin_command(&root, "create", &args.id, Join::New);
@@ -308,6 +469,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             return container::run::run(&root, &options)
                 .with_context(|| format!("running container {}", create.id));
+        }
+        Command::Exec(args) => {
+            let id = args.id.clone();
+            let options = exec_options(args)?;
+            return container::exec::exec(&root, &options)
+                .with_context(|| format!("executing in container {id}"));
         }
         Command::State { id } => {
             let state = container::state::state(&root, &id)?;
@@ -416,7 +583,7 @@ mod tests {
     #[test]
     fn global_flags_work_before_and_after_the_command() {
         let cli = Cli::try_parse_from(["lucid", "--root", "/r", "kill", "c1", "KILL"]).unwrap();
-        assert_eq!(cli.root, PathBuf::from("/r"));
+        assert_eq!(cli.root, Some(PathBuf::from("/r")));
         let cli = Cli::try_parse_from(["lucid", "delete", "--force", "c1", "--log-format", "json"])
             .unwrap();
         assert!(matches!(cli.log_format, LogFormatArg::Json));
@@ -445,6 +612,47 @@ mod tests {
         let options = create_options(&args).unwrap();
         assert_eq!(options.preserve_fds, 2);
         assert!(options.no_pivot && options.no_new_keyring);
+    }
+
+    #[test]
+    fn exec_takes_runc_flags_and_the_command_after_the_id() {
+        let cli = Cli::try_parse_from([
+            "lucid",
+            "exec",
+            "--tty",
+            "--user",
+            "1000:100",
+            "--cap",
+            "CAP_NET_RAW",
+            "--env",
+            "A=b",
+            "-g",
+            "5",
+            "c1",
+            "sh",
+            "-c",
+            "echo -n hi",
+        ])
+        .unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.command, ["sh", "-c", "echo -n hi"]);
+        assert_eq!(args.user, Some((1000, Some(100))));
+        assert_eq!(args.additional_gids, [5]);
+        assert!(Cli::try_parse_from(["lucid", "exec", "c1"]).is_err());
+        assert!(Cli::try_parse_from(["lucid", "exec", "--user", "root", "c1", "id"]).is_err());
+    }
+
+    #[test]
+    fn exec_process_file_excludes_the_flags_it_replaces() {
+        let cli =
+            Cli::try_parse_from(["lucid", "exec", "--process", "p.json", "--tty", "c1"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        let err = exec_options(args).unwrap_err().to_string();
+        assert!(err.contains("--tty"), "{err}");
     }
 
     #[test]

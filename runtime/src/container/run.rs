@@ -1,17 +1,19 @@
 //! `lucid run`: create and start a container; in the foreground, relay
-//! signals to it, wait for it, delete it and return its exit code.
+//! signals (and its terminal) to it, wait for it, delete it and return its
+//! exit code.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
+use tracing::info_span;
 
-use super::create::{create, CreateOptions};
+use super::create::{create, create_attached, Attach, CreateOptions};
+use crate::foreground::{self, Relay, Signals};
 use crate::state::StateDir;
 use crate::telemetry::step;
 use crate::{Error, Result};
-use tracing::info_span;
 
 /// Settings of `run`.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +29,7 @@ pub struct RunOptions {
 /// Runs the container; returns the exit code `lucid run` should exit with:
 /// the container's, or 128+N if a signal N killed it.
 pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
+    let id = &options.create.id;
     if options.detach {
         step(info_span!("create"), || {
             create(
@@ -35,37 +38,46 @@ pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
                 SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty()),
             )
         })?;
-        start_or_remove(root, &options.create.id)?;
+        start_or_remove(root, id)?;
         return Ok(0);
     }
-    // Become the reaper of the init process even when an intermediate process
-    // forks it, and of orphans of a container without its own pid namespace.
-    // SAFETY: prctl with integer arguments has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // Block the signals before the container exists, so none is lost: a
-    // SIGCHLD that arrived before we wait would otherwise hang `run`.
-    let mut waited = SigSet::empty();
-    waited.add(Signal::SIGCHLD);
-    for signal in crate::signals::forwarded() {
-        waited.add(signal);
-    }
-    let mut previous = SigSet::empty();
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&waited), Some(&mut previous))
-        .map_err(|e| Error::os("blocking signals", e))?;
+    // Reap orphans of a container without its own pid namespace too.
+    foreground::become_subreaper();
+    let signals = Signals::block()?;
     let created = step(info_span!("create"), || {
-        create(root, &options.create, previous)
+        create_attached(
+            root,
+            &options.create,
+            signals.previous(),
+            Attach::Foreground(crate::terminal::caller_size()),
+        )
     })?;
-    start_or_remove(root, &options.create.id)?;
+    // A terminal container's init sent its pty master during create.
+    let relay = match &created.console {
+        Some(socket) => match crate::terminal::recv_fd(socket.as_fd())
+            .map_err(|e| Error::os("receiving the container's pty", e))
+            .and_then(|(_, master)| Relay::new(master))
+        {
+            Ok(relay) => Some(relay),
+            Err(e) => {
+                remove(root, id);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    drop(created.console);
+    start_or_remove(root, id)?;
     // Write out create and start now: the container may run for long.
     crate::telemetry::flush();
     let code = step(info_span!("wait"), || {
-        let code = wait_and_forward(Pid::from_raw(created.pid), &waited)?;
+        let code = foreground::wait(Pid::from_raw(created.pid), &signals, relay)?;
         crate::telemetry::annotate("process.exit.code", i64::from(code));
         Ok::<_, Error>(code)
     })?;
     if !options.keep {
         step(info_span!("delete"), || -> Result<()> {
-            let dir = StateDir::open(root, &options.create.id)?;
+            let dir = StateDir::open(root, id)?;
             let state = dir.read()?;
             super::delete::destroy(dir, &state)
         })?;
@@ -73,37 +85,16 @@ pub fn run(root: &Path, options: &RunOptions) -> Result<i32> {
     Ok(code)
 }
 
+fn remove(root: &Path, id: &str) {
+    if let Err(cleanup) = super::delete::delete(root, id, true) {
+        log::warn!("removing {id}: {cleanup}");
+    }
+}
+
 fn start_or_remove(root: &Path, id: &str) -> Result<()> {
     if let Err(e) = step(info_span!("start"), || super::start::start(root, id)) {
-        if let Err(cleanup) = super::delete::delete(root, id, true) {
-            log::warn!("removing {id} after a failed start: {cleanup}");
-        }
+        remove(root, id);
         return Err(e);
     }
     Ok(())
-}
-
-/// Relays every signal but SIGCHLD to `init`; reaps children until `init`
-/// exits and returns its exit code.
-fn wait_and_forward(init: Pid, waited: &SigSet) -> Result<i32> {
-    loop {
-        let signal = waited
-            .wait()
-            .map_err(|e| Error::os("waiting for signals", e))?;
-        if signal != Signal::SIGCHLD {
-            // The init process may have just exited; ESRCH is not an error.
-            let _ = nix::sys::signal::kill(init, signal);
-            continue;
-        }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == init => return Ok(code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => return Ok(128 + sig as i32),
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os("waiting for the container", e)),
-            }
-        }
-    }
 }

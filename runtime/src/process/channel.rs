@@ -2,16 +2,22 @@
 //! a `SOCK_SEQPACKET` socket pair carrying one JSON message per packet.
 //!
 //! Messages are small and few (a handful per container start), so JSON costs
-//! nothing measurable and keeps them readable in `strace`.
+//! nothing measurable and keeps them readable in `strace`. A message may carry
+//! one descriptor (`SCM_RIGHTS`): the seccomp notify fd goes to the runtime
+//! this way. After its seccomp filter is loaded the container's process sends
+//! only messages it serialized into memory it set aside beforehand
+//! ([`Channel::send_bytes`]), so it allocates nothing there.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
 
 /// The largest message either side sends (phase timings included).
-const MAX_MESSAGE: usize = 64 * 1024;
+pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// A phase of set-up measured inside the init process (CLOCK_REALTIME), sent
 /// to the runtime, which turns it into a span.
@@ -47,6 +53,9 @@ pub enum InitMessage {
     },
     /// Mounts are done; run the prestart and createRuntime hooks now.
     RunCreateRuntimeHooks,
+    /// The seccomp filter is loaded; its notify fd comes with this message,
+    /// for the runtime to hand to the profile's listener.
+    SeccompNotify,
     /// Set-up is complete; the init process now blocks on the exec FIFO.
     Ready {
         /// The set-up phases, in order.
@@ -177,19 +186,65 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends a message serialized beforehand, with a descriptor when given.
+    /// Allocates nothing.
+    pub fn send_bytes(&self, bytes: &[u8], fd: Option<RawFd>) -> std::io::Result<()> {
+        if let Some(fd) = fd {
+            return crate::terminal::send_fd(self.fd.as_raw_fd(), bytes, fd);
+        }
+        loop {
+            // SAFETY: bytes is a live buffer for the call.
+            let ret = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if ret >= 0 {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
     /// Receives one message; `None` when the other side has closed its end
-    /// (it exited).
+    /// (it exited). A descriptor sent with it is closed.
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<Option<T>, ChannelError> {
+        Ok(self.recv_with_fd()?.map(|(message, _)| message))
+    }
+
+    /// Receives one message and the descriptor sent with it, if any.
+    pub fn recv_with_fd<T: for<'de> Deserialize<'de>>(
+        &self,
+    ) -> Result<Option<(T, Option<OwnedFd>)>, ChannelError> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let len = loop {
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (len, fd) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             match recvmsg::<()>(
                 self.fd.as_raw_fd(),
                 &mut iov,
-                None,
+                Some(&mut space),
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
-                Ok(msg) => break msg.bytes,
+                Ok(msg) => {
+                    let mut fd = None;
+                    for cmsg in msg.cmsgs()? {
+                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                            for raw in fds {
+                                // SAFETY: SCM_RIGHTS descriptors are new and ours.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    break (msg.bytes, fd);
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -197,7 +252,7 @@ impl Channel {
         if len == 0 {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_slice(&buf[..len])?))
+        Ok(Some((serde_json::from_slice(&buf[..len])?, fd)))
     }
 }
 
@@ -233,6 +288,21 @@ mod tests {
         );
         drop(b);
         assert_eq!(a.recv::<InitMessage>().unwrap(), None);
+    }
+
+    #[test]
+    fn a_prepared_message_carries_a_descriptor() {
+        let (a, b) = Channel::pair().unwrap();
+        let bytes = serde_json::to_vec(&InitMessage::SeccompNotify).unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        b.send_bytes(&bytes, Some(file.as_raw_fd())).unwrap();
+        let (message, fd) = a.recv_with_fd::<InitMessage>().unwrap().unwrap();
+        assert_eq!(message, InitMessage::SeccompNotify);
+        assert!(fd.is_some());
+        b.send_bytes(b"\"RunCreateRuntimeHooks\"", None).unwrap();
+        let (message, fd) = a.recv_with_fd::<InitMessage>().unwrap().unwrap();
+        assert_eq!(message, InitMessage::RunCreateRuntimeHooks);
+        assert!(fd.is_none());
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub enum Cloned {
 }
 
 /// Clones the calling process like `fork`, into new namespaces (`flags`, the
-/// `CLONE_NEW*` bits) and,
-/// where possible, straight into the v2 cgroup `cgroup`.
+/// `CLONE_NEW*` bits, and `CLONE_PARENT` for a sibling rather than a child)
+/// and, where possible, straight into the v2 cgroup `cgroup`.
 ///
 /// # Safety
 /// The caller must be single-threaded: the child is a copy of this process
@@ -55,10 +55,17 @@ pub enum Cloned {
 /// held forever in the child.
 pub unsafe fn clone_process(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<Cloned, Errno> {
     let mut pidfd: libc::c_int = -1;
+    // With CLONE_PARENT the child inherits the caller's exit signal, and
+    // clone3 refuses one of its own.
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
     let mut args = CloneArgs {
         flags: flags | CLONE_PIDFD,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         ..Default::default()
     };
     if let Some(fd) = cgroup {

@@ -1,52 +1,86 @@
-//! The code that runs in the container's processes between clone and exec.
+//! The code that runs in the container's processes between clone and exec:
+//! the init process `create` makes, and a process `exec` starts in a running
+//! container.
 //!
-//! The init process records each phase's start and end (CLOCK_REALTIME) and
-//! sends them with `Ready`, just before it blocks on the exec FIFO; it never
-//! exports anything itself. Errors go back over the sync channel as `Failed`
-//! naming the phase, then the process exits.
+//! Each records its phases' start and end (CLOCK_REALTIME) and sends them
+//! with `Ready`; it never exports anything itself. Errors go back over the
+//! sync channel as `Failed` naming the phase, then the process exits.
+//!
+//! The seccomp filter is the last set-up step (`seccomp.load`). Everything
+//! the process does after it was prepared before: the messages it sends are
+//! serialized into memory set aside beforehand, the exec FIFO's path and the
+//! execve arrays are built, failures are formatted on the stack. So the
+//! process allocates nothing once the filter is active, and makes only the
+//! system calls it cannot avoid: `sendmsg`/`sendto` and `close` (the notify
+//! fd, `Ready`), `clock_gettime` (phase timings), `capset` (when the filter
+//! was loaded without `noNewPrivileges`), `prctl`, `open`/`write` of the exec
+//! FIFO, `close_range`, `rt_sigaction`, `rt_sigprocmask` and `execve`.
+//! startContainer hooks are the exception: they run between `start` and exec,
+//! under the filter, as with runc.
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::fmt::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::SystemTime;
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{SigHandler, SigSet, Signal};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use super::channel::{Channel, InitMessage, PhaseTiming, RuntimeMessage, StartMessage};
-use super::setup;
+use super::channel::{
+    Channel, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
+};
+use super::setup::{self, CapabilitySets, ExecArgs};
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::{self, NamespacePlan, OpenedJoins};
-use crate::rootfs::{self, CgroupMountSource, RootfsConfig};
+use crate::rootfs::{self, CgroupMountSource, Root, RootfsConfig};
+use crate::seccomp::Program;
 use crate::state::Status;
+use crate::terminal::{self, WindowSize};
 
-/// What the init process needs, all prepared by the runtime before cloning
-/// so that the child fails early and allocates little.
+/// What only the container's init process needs: its root filesystem and
+/// the exec FIFO it waits on.
 #[derive(Debug)]
-pub struct InitConfig<'a> {
-    /// The container ID.
-    pub id: &'a str,
-    /// The configuration.
-    pub spec: &'a Spec,
+pub struct ContainerSetup<'a> {
     /// The root filesystem on the host, absolute.
     pub rootfs: &'a Path,
     /// The bundle, absolute.
     pub bundle: &'a Path,
-    /// Which namespaces are new and which joined.
-    pub plan: &'a NamespacePlan,
-    /// Descriptors of the namespaces to join.
-    pub joins: &'a OpenedJoins,
     /// The container's cgroups, for a `cgroup` mount.
     pub cgroups: &'a [CgroupMountSource],
     /// An O_PATH descriptor of the exec FIFO.
     pub exec_fifo: &'a OwnedFd,
     /// `--no-pivot`.
     pub no_pivot: bool,
+}
+
+/// What the child needs, all prepared by the runtime before cloning so that
+/// the child fails early and allocates little.
+#[derive(Debug)]
+pub struct InitConfig<'a> {
+    /// The container ID.
+    pub id: &'a str,
+    /// The container's configuration.
+    pub spec: &'a Spec,
+    /// The process to set up and run: the spec's, or the one `exec` runs.
+    pub process: &'a Process,
+    /// Which namespaces are new and which joined (for `exec`, all joined).
+    pub plan: &'a NamespacePlan,
+    /// Descriptors of the namespaces to join.
+    pub joins: &'a OpenedJoins,
+    /// `Some` for the container's init process, `None` for `exec`.
+    pub container: Option<ContainerSetup<'a>>,
+    /// The compiled `linux.seccomp`.
+    pub seccomp: Option<&'a Program>,
+    /// A connected socket to send the pty master to (`process.terminal`).
+    pub console_socket: Option<RawFd>,
     /// `--no-new-keyring`.
     pub no_new_keyring: bool,
-    /// `--preserve-fds`: descriptors 3..3+N pass to the process.
+    /// Descriptors 3..3+N pass to the process (`--preserve-fds`, plus
+    /// socket-activation descriptors).
     pub preserve_fds: i32,
     /// The signal mask to restore before exec (`run` blocks signals).
     pub sigmask: SigSet,
@@ -92,18 +126,22 @@ impl Phases {
         self.run_with(name, Vec::new(), f)
     }
 
-    /// Runs a phase whose span carries `attributes`.
+    /// Runs a phase whose span carries `attributes`. Its record is made
+    /// before `f` runs, so a phase after which nothing may allocate
+    /// (`seccomp.load`) can be recorded too.
     fn run_with<T>(
         &mut self,
         name: &'static str,
         attributes: Vec<(String, String)>,
         f: impl FnOnce() -> Result<T, Failure>,
     ) -> Result<T, Failure> {
+        let name = name.to_owned();
+        self.0.reserve(1);
         let start_ns = now_ns();
         let cpu = thread_cpu_ns();
         let result = f();
         self.0.push(PhaseTiming {
-            name: name.to_owned(),
+            name,
             start_ns,
             end_ns: now_ns(),
             cpu_ns: Some(thread_cpu_ns().saturating_sub(cpu)),
@@ -140,10 +178,14 @@ impl Phases {
 pub enum Role {
     /// Cloned by the runtime directly into the container's namespaces.
     DirectInit,
-    /// Prepares namespaces and forks the init process.
+    /// Prepares namespaces and forks the init process (or the `exec`
+    /// process) inside them.
     Intermediate,
     /// Forked by the intermediate process, inside the namespaces.
     ForkedInit,
+    /// A process `exec` starts, forked by the intermediate process inside
+    /// the running container's namespaces.
+    Exec,
 }
 
 /// The child's entry point after clone: never returns.
@@ -151,8 +193,7 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
     // Until exec, /proc/PID/exe is the lucid binary: a process of the
     // container must not be able to open it (or ptrace this one). exec makes
     // the process dumpable again.
-    // SAFETY: prctl with integer arguments has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    set_dumpable(false);
     for fd in &config.close_now {
         // SAFETY: these descriptors belong to the runtime's side and are not
         // used by the child; closing them cannot invalidate anything it holds.
@@ -164,6 +205,7 @@ pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
         Role::DirectInit | Role::ForkedInit => {
             init(config, channel, role, &mut phases).map(|never| match never {})
         }
+        Role::Exec => exec_process(config, channel, &mut phases).map(|never| match never {}),
     };
     match result {
         Ok(code) => exit(code),
@@ -190,9 +232,23 @@ fn set_name(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr(), 0, 0, 0) };
 }
 
+fn set_dumpable(dumpable: bool) {
+    // SAFETY: prctl with integer arguments has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) };
+}
+
 fn set_parent_death_signal(signal: i32) {
     // SAFETY: prctl with integer arguments has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) };
+}
+
+/// Starts a session of its own, as runc's processes do: the container's
+/// process is not in the caller's session, and a pty can become its
+/// controlling terminal.
+fn new_session(phase: &'static str) -> Result<(), Failure> {
+    nix::unistd::setsid()
+        .map(|_| ())
+        .map_err(|e| fail(phase)(format!("starting a new session: {e}")))
 }
 
 fn wait_for(channel: &Channel, phase: &'static str) -> Result<RuntimeMessage, Failure> {
@@ -205,14 +261,19 @@ fn wait_for(channel: &Channel, phase: &'static str) -> Result<RuntimeMessage, Fa
     }
 }
 
-/// Joins and creates namespaces, then forks the init process inside them.
+/// Joins and creates namespaces, then forks the init (or exec) process
+/// inside them, as a child of the runtime (CLONE_PARENT).
 fn intermediate(config: &InitConfig, channel: &Channel) -> Result<(), Failure> {
     set_name("lucid:stage1");
     set_parent_death_signal(libc::SIGKILL);
     let plan = config.plan;
     config.joins.enter(None).map_err(fail("namespaces.join"))?;
-    if plan.is_new(LinuxNamespaceType::User) {
+    let new_user = plan.is_new(LinuxNamespaceType::User);
+    if new_user {
         namespaces::unshare(&[LinuxNamespaceType::User]).map_err(fail("namespaces.join"))?;
+        // A runtime without root can write our id maps only while /proc/PID
+        // is ours, which it is not while we are undumpable (runc does this too).
+        set_dumpable(true);
         channel
             .send(&InitMessage::UserNamespaceReady)
             .map_err(fail("namespaces.join"))?;
@@ -225,6 +286,9 @@ fn intermediate(config: &InitConfig, channel: &Channel) -> Result<(), Failure> {
                 message: format!("unexpected message {other:?}"),
             })
         }
+    }
+    if new_user {
+        set_dumpable(false);
     }
     if plan.has_user() {
         // Become root of the user namespace, so that the rest of set-up runs
@@ -250,9 +314,18 @@ fn intermediate(config: &InitConfig, channel: &Channel) -> Result<(), Failure> {
     if plan.time_offsets {
         write_time_offsets(config.spec).map_err(fail("namespaces.join"))?;
     }
+    let role = if config.container.is_some() {
+        Role::ForkedInit
+    } else {
+        Role::Exec
+    };
+    // The new process is the runtime's child, not ours: the runtime waits
+    // for it, and it dies with the runtime until it is ready.
     // SAFETY: this process is single-threaded (a clone of the runtime's only thread).
-    match unsafe { super::clone::clone_process(0, None) }.map_err(fail("init.spawn"))? {
-        super::clone::Cloned::Child => child_main(config, channel, Role::ForkedInit),
+    match unsafe { super::clone::clone_process(libc::CLONE_PARENT as u64, None) }
+        .map_err(fail("init.spawn"))?
+    {
+        super::clone::Cloned::Child => child_main(config, channel, role),
         super::clone::Cloned::Parent { pid, .. } => {
             channel
                 .send(&InitMessage::InitPid { pid: pid.as_raw() })
@@ -280,6 +353,16 @@ fn write_time_offsets(spec: &Spec) -> Result<(), String> {
         .map_err(|e| format!("writing time offsets: {e}"))
 }
 
+/// Joins a new session keyring (unless `--no-new-keyring`), labelled with
+/// the process's SELinux label where it has one.
+fn join_keyring(config: &InitConfig) -> Result<(), String> {
+    if config.no_new_keyring {
+        return Ok(());
+    }
+    crate::lsm::apply_key_label(config.process).map_err(|e| e.to_string())?;
+    setup::join_session_keyring(config.id)
+}
+
 /// The init process: set-up, then wait on the exec FIFO, then exec.
 fn init(
     config: &InitConfig,
@@ -288,21 +371,21 @@ fn init(
     phases: &mut Phases,
 ) -> Result<Infallible, Failure> {
     set_name("lucid:init");
-    let direct = role == Role::DirectInit;
-    if direct {
-        // Die with the runtime while set-up runs. (A forked init outlives its
-        // intermediate parent by design, and notices a dead runtime on the channel.)
-        set_parent_death_signal(libc::SIGKILL);
-    }
+    // Die with the runtime (our parent, also when an intermediate forked us)
+    // while set-up runs.
+    set_parent_death_signal(libc::SIGKILL);
+    new_session("namespaces.join")?;
     // Device nodes and mount points get exactly the modes the spec gives.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let spec = config.spec;
-    let process = spec.process().as_ref().ok_or(Failure {
-        phase: "process.setup",
-        message: "config.json has no process".into(),
+    let process = config.process;
+    let container = config.container.as_ref().ok_or(Failure {
+        phase: "init.spawn",
+        message: "the init process has no container to set up".into(),
     })?;
     phases.run("namespaces.join", || {
-        if direct {
+        // Forked by an intermediate, the process was born in its namespaces.
+        if role == Role::DirectInit {
             match wait_for(channel, "namespaces.join")? {
                 RuntimeMessage::Proceed => {}
                 other => {
@@ -319,19 +402,16 @@ fn init(
             }
         }
         rootfs::set_names(spec).map_err(fail("namespaces.join"))?;
-        if !config.no_new_keyring {
-            setup::join_session_keyring(config.id).map_err(fail("namespaces.join"))?;
-        }
-        Ok(())
+        join_keyring(config).map_err(fail("namespaces.join"))
     })?;
     let rootfs_config = RootfsConfig {
         spec,
-        rootfs: config.rootfs,
-        bundle: config.bundle,
+        rootfs: container.rootfs,
+        bundle: container.bundle,
         user_ns: config.plan.has_user(),
         cgroup_ns: config.plan.is_new(LinuxNamespaceType::Cgroup)
             || config.plan.joins(LinuxNamespaceType::Cgroup),
-        cgroups: config.cgroups,
+        cgroups: container.cgroups,
     };
     let root = phases.run("rootfs.mount", || {
         let root = rootfs::prepare(&rootfs_config).map_err(fail("rootfs.mount"))?;
@@ -362,7 +442,7 @@ fn init(
         id: config.id,
         status,
         pid: host_pid,
-        bundle: config.bundle,
+        bundle: container.bundle,
         annotations: &annotations,
     };
     phases.run_hooks(
@@ -370,38 +450,37 @@ fn init(
         &HookKind::CreateContainer.hooks(spec),
         &hook_state(Status::Creating),
     )?;
+    if let Some(socket) = config.console_socket {
+        phases.run("console", || {
+            setup_console(Some(&root), socket, process).map_err(fail("console"))
+        })?;
+    }
     phases.run("rootfs.pivot", || {
-        if config.no_pivot {
-            rootfs::move_root(config.rootfs).map_err(fail("rootfs.pivot"))?;
+        if container.no_pivot {
+            rootfs::move_root(container.rootfs).map_err(fail("rootfs.pivot"))?;
         } else {
-            rootfs::pivot(config.rootfs).map_err(fail("rootfs.pivot"))?;
+            rootfs::pivot(container.rootfs).map_err(fail("rootfs.pivot"))?;
         }
         rootfs::finish(&rootfs_config, root.dev_readonly()).map_err(fail("rootfs.pivot"))
     })?;
     drop(root);
-    let (program, argv, envp) = phases.run("process.setup", || {
-        setup::apply_rlimits(process).map_err(fail("process.setup"))?;
-        setup::apply_oom_score_adj(process).map_err(fail("process.setup"))?;
-        setup::apply_identity(process).map_err(fail("process.setup"))?;
-        setup::apply_final(process).map_err(fail("process.setup"))?;
-        let args = process.args().clone().unwrap_or_default();
-        let env = setup::environment(process);
-        let program = setup::find_executable(&args[0], &env).map_err(fail("process.setup"))?;
-        let program = CString::new(program.into_os_string().into_encoded_bytes())
-            .map_err(fail("process.setup"))?;
-        let argv = setup::c_strings(&args, "process.args").map_err(fail("process.setup"))?;
-        let envp = setup::c_strings(&env, "process.env").map_err(fail("process.setup"))?;
-        Ok((program, argv, envp))
+    let caps = CapabilitySets::from_process(process);
+    let keep = caps.kept_for_seccomp(
+        config.seccomp.is_some(),
+        process.no_new_privileges() == Some(true),
+    );
+    let exec = phases.run("process.setup", || {
+        setup_process(config, &caps, keep).map_err(fail("process.setup"))
     })?;
     let start_container = HookKind::StartContainer.hooks(spec);
+    let fifo_path = CString::new(format!("/proc/self/fd/{}", container.exec_fifo.as_raw_fd()))
+        .map_err(fail("init.wait"))?;
+    let mut out = Vec::with_capacity(MAX_MESSAGE);
+    load_seccomp(config, channel, &caps, keep, phases)?;
     // The runtime that waits for Ready is about to exit: stop dying with it.
     set_parent_death_signal(0);
-    channel
-        .send(&InitMessage::Ready {
-            phases: std::mem::take(&mut phases.0),
-        })
-        .map_err(fail("init.ready"))?;
-    let mut fifo = wait_for_start(config.exec_fifo).map_err(|f| exec_failure(&f.message))?;
+    send_ready(channel, std::mem::take(&mut phases.0), &mut out);
+    let fifo = wait_for_start(&fifo_path);
     // startContainer hooks run after `start` opened the FIFO and before it
     // hears back, so a failing hook fails `start`.
     let mut start_phases = Phases::default();
@@ -414,30 +493,228 @@ fn init(
             phases: start_phases.0,
             message: failure.message,
         };
-        let _ = fifo.write_all(&message.to_line());
+        write_all(fifo.as_raw_fd(), &message.to_line());
         exit(1);
     }
     let started = StartMessage::Started {
         phases: start_phases.0,
         exec_start_ns: now_ns(),
     };
-    fifo.write_all(&started.to_line())
-        .map_err(|e| exec_failure(&format!("writing the exec FIFO: {e}")))?;
+    out.clear();
+    if serde_json::to_writer(&mut out, &started).is_err() {
+        let err = Errno::EMSGSIZE;
+        fatal(
+            channel,
+            "init.wait",
+            "encoding the start message",
+            err,
+            None,
+            None,
+        );
+    }
+    out.push(b'\n');
+    if let Err(e) = nix::unistd::write(&fifo, &out) {
+        fatal(channel, "init.wait", "writing the exec FIFO", e, None, None);
+    }
     // The FIFO stays open (close-on-exec) through execve: `start` reads its
     // end of file as the moment of exec.
-    if let Err(e) = prepare_exec(config) {
-        let _ = fifo.write_all(&StartMessage::ExecFailed { message: e.clone() }.to_line());
-        return Err(exec_failure(&e));
+    prepare_exec(config.preserve_fds, &config.sigmask);
+    let err = exec.exec();
+    let program = Some(exec.program().to_bytes());
+    fatal(
+        channel,
+        "init.exec",
+        "exec",
+        err,
+        program,
+        Some(fifo.as_raw_fd()),
+    )
+}
+
+/// A process `exec` starts: its own set-up, then exec at once.
+fn exec_process(
+    config: &InitConfig,
+    channel: &Channel,
+    phases: &mut Phases,
+) -> Result<Infallible, Failure> {
+    set_name("lucid:exec");
+    set_parent_death_signal(libc::SIGKILL);
+    new_session("process.setup")?;
+    let process = config.process;
+    if let Some(socket) = config.console_socket {
+        phases.run("console", || {
+            setup_console(None, socket, process).map_err(fail("console"))
+        })?;
     }
-    let err = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
-    let message = format!("exec {}: {err}", program.to_string_lossy());
-    let _ = fifo.write_all(
-        &StartMessage::ExecFailed {
-            message: message.clone(),
-        }
-        .to_line(),
+    let caps = CapabilitySets::from_process(process);
+    let keep = caps.kept_for_seccomp(
+        config.seccomp.is_some(),
+        process.no_new_privileges() == Some(true),
     );
-    Err(exec_failure(&message))
+    let exec = phases.run("process.setup", || {
+        join_keyring(config).map_err(fail("process.setup"))?;
+        setup_process(config, &caps, keep).map_err(fail("process.setup"))
+    })?;
+    let mut out = Vec::with_capacity(MAX_MESSAGE);
+    load_seccomp(config, channel, &caps, keep, phases)?;
+    // A detached exec outlives `lucid exec`.
+    set_parent_death_signal(0);
+    send_ready(channel, std::mem::take(&mut phases.0), &mut out);
+    prepare_exec(config.preserve_fds, &config.sigmask);
+    let err = exec.exec();
+    // The runtime waits for the channel to close at exec, or for this.
+    let program = Some(exec.program().to_bytes());
+    fatal(channel, "init.exec", "exec", err, program, None)
+}
+
+/// The `process.setup` step: limits, user, capabilities, working directory,
+/// no_new_privs, umask, the LSM labels for exec, and the program to exec.
+fn setup_process(
+    config: &InitConfig,
+    caps: &CapabilitySets,
+    keep: u64,
+) -> Result<ExecArgs, String> {
+    let process = config.process;
+    setup::apply_rlimits(process)?;
+    if let Some(container_process) = config.spec.process() {
+        // oom_score_adj is the container's, also for `exec` (as runc).
+        setup::apply_oom_score_adj(container_process)?;
+    }
+    if config.console_socket.is_some() {
+        setup::give_terminal_to_user(process)?;
+    }
+    crate::lsm::apply_exec_labels(process).map_err(|e| e.to_string())?;
+    setup::apply_identity(process, caps, keep)?;
+    setup::apply_final(process)?;
+    ExecArgs::new(process)
+}
+
+/// Creates the process's pty in the container's devpts, binds its slave on
+/// /dev/console (for the init process), hands the master to the console
+/// socket and makes the slave the process's stdio and controlling terminal.
+fn setup_console(root: Option<&Root>, socket: RawFd, process: &Process) -> Result<(), String> {
+    let ptmx_path = Path::new("/dev/ptmx");
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let ptmx = match root {
+        Some(root) => rootfs::open_file_in_root(root.fd(), ptmx_path, flags),
+        None => nix::fcntl::open(ptmx_path, flags, nix::sys::stat::Mode::empty()),
+    }
+    .map_err(|e| format!("opening the container's /dev/ptmx (is /dev/pts mounted?): {e}"))?;
+    let size = process
+        .console_size()
+        .filter(|b| b.height() > 0 && b.width() > 0)
+        .map(|b| WindowSize {
+            rows: b.height().min(u16::MAX as u64) as u16,
+            cols: b.width().min(u16::MAX as u64) as u16,
+        });
+    let pty = terminal::open_pty(ptmx, size).map_err(|e| e.to_string())?;
+    if let Some(root) = root {
+        let console = Path::new("/dev/console");
+        let target = rootfs::open_in_root(root.fd(), console, rootfs::Create::File)
+            .map_err(|e| format!("making /dev/console: {e}"))?;
+        nix::mount::mount(
+            Some(&rootfs::proc_fd_path(&pty.slave)),
+            &rootfs::proc_fd_path(&target),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("binding the pty on /dev/console: {e}"))?;
+    }
+    terminal::send_fd(socket, b"/dev/ptmx", pty.master.as_raw_fd())
+        .map_err(|e| format!("sending the pty master to the console socket: {e}"))?;
+    // SAFETY: the socket is the runtime's connection, ours to close; nothing
+    // else in this process uses it.
+    unsafe { libc::close(socket) };
+    terminal::attach_stdio(&pty.slave).map_err(|e| e.to_string())
+}
+
+/// The `seccomp.load` step: loads the filter, hands its notify fd to the
+/// runtime and drops what was kept to load it. Nothing here allocates once
+/// the filter is in place.
+fn load_seccomp(
+    config: &InitConfig,
+    channel: &Channel,
+    caps: &CapabilitySets,
+    keep: u64,
+    phases: &mut Phases,
+) -> Result<(), Failure> {
+    let Some(program) = config.seccomp else {
+        return Ok(());
+    };
+    let notify_message =
+        serde_json::to_vec(&InitMessage::SeccompNotify).map_err(fail("seccomp.load"))?;
+    phases.run("seccomp.load", || {
+        let notify = program.load().map_err(|e| Failure {
+            phase: "seccomp.load",
+            message: format!(
+                "loading the filter: {e}{}",
+                if e == Errno::EACCES {
+                    ": without noNewPrivileges loading it needs CAP_SYS_ADMIN"
+                } else {
+                    ""
+                }
+            ),
+        })?;
+        // The filter is active: from here on, nothing allocates.
+        if let Some(fd) = notify {
+            if let Err(e) = channel.send_bytes(&notify_message, Some(fd.as_raw_fd())) {
+                fatal(
+                    channel,
+                    "seccomp.load",
+                    "handing over the notify fd",
+                    errno(&e),
+                    None,
+                    None,
+                );
+            }
+        }
+        if keep != 0 {
+            if let Err(e) = caps.finish() {
+                fatal(
+                    channel,
+                    "seccomp.load",
+                    "dropping CAP_SYS_ADMIN",
+                    errno(&e),
+                    None,
+                    None,
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+/// Sends `Ready` with the phases, serialized into `out` (which has room for
+/// it, so nothing allocates).
+fn send_ready(channel: &Channel, phases: Vec<PhaseTiming>, out: &mut Vec<u8>) {
+    out.clear();
+    let message = InitMessage::Ready { phases };
+    if serde_json::to_writer(&mut *out, &message).is_err() {
+        let err = Errno::EMSGSIZE;
+        fatal(
+            channel,
+            "init.ready",
+            "encoding the ready message",
+            err,
+            None,
+            None,
+        );
+    }
+    if let Err(e) = channel.send_bytes(out, None) {
+        fatal(
+            channel,
+            "init.ready",
+            "telling the runtime",
+            errno(&e),
+            None,
+            None,
+        );
+    }
 }
 
 /// Whether the init process must stop for the runtime (prestart and
@@ -453,34 +730,144 @@ fn needs_pid_from_runtime(spec: &Spec) -> bool {
     .any(|kind| !kind.hooks(spec).is_empty())
 }
 
-/// After `start`, nobody listens on the sync channel: failures go to the
-/// container's stderr, which the caller of `start` (or `run`) sees.
-fn exec_failure(message: &str) -> Failure {
-    eprintln!("lucid: {message}");
+/// Text formatted on the stack, for failures after the seccomp filter.
+struct StackText {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl StackText {
+    fn new() -> Self {
+        StackText {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Appends bytes, dropping what would break a JSON string and what does
+    /// not fit.
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b != b'"' && b != b'\\' && b >= 0x20 {
+                self.push_raw(&[b]);
+            }
+        }
+    }
+
+    /// Appends bytes as they are, as far as they fit.
+    fn push_raw(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn write_all(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: bytes is a live buffer; fd may be closed, then write fails.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// Reports a failure after the seccomp filter without allocating, then exits
+/// with 127: once `start` has released the process (`fifo`), as `ExecFailed`
+/// on the exec FIFO for `start` and on the container's stderr; before, as
+/// `Failed` on the sync channel while the runtime listens (`create` before
+/// `Ready`, `exec`), or on stderr when it no longer does.
+fn fatal(
+    channel: &Channel,
+    phase: &'static str,
+    what: &str,
+    err: Errno,
+    subject: Option<&[u8]>,
+    fifo: Option<RawFd>,
+) -> ! {
+    let mut message = StackText::new();
+    message.push(what.as_bytes());
+    if let Some(subject) = subject {
+        message.push(b" ");
+        message.push(subject);
+    }
+    let _ = write!(message, ": {}", err.desc());
+    let mut json = StackText::new();
+    let told = match fifo {
+        Some(fifo) => {
+            json.push_raw(b"{\"ExecFailed\":{\"message\":\"");
+            json.push(message.bytes());
+            json.push_raw(b"\"}}\n");
+            write_all(fifo, json.bytes());
+            false
+        }
+        None => {
+            json.push_raw(b"{\"Failed\":{\"phase\":\"");
+            json.push_raw(phase.as_bytes());
+            json.push_raw(b"\",\"message\":\"");
+            json.push(message.bytes());
+            json.push_raw(b"\"}}");
+            channel.send_bytes(json.bytes(), None).is_ok()
+        }
+    };
+    if !told {
+        write_all(2, b"lucid: ");
+        write_all(2, message.bytes());
+        write_all(2, b"\n");
+    }
     exit(127)
 }
 
-/// Blocks until `start` opens the exec FIFO; returns it (close-on-exec) for
-/// the [`StartMessage`]s.
-fn wait_for_start(fifo: &OwnedFd) -> Result<std::fs::File, Failure> {
-    // The FIFO is reopened through /proc (now the container's own procfs)
-    // because it lives outside the new root.
-    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| Failure {
-            phase: "init.wait",
-            message: format!(
-                "opening the exec FIFO through {path} (the container needs /proc): {e}"
-            ),
-        })
+/// Blocks until `start` opens the exec FIFO; returns it for the answer.
+/// The FIFO is reopened through /proc (now the container's own procfs)
+/// because it lives outside the new root.
+fn wait_for_start(path: &CString) -> OwnedFd {
+    loop {
+        // SAFETY: path is NUL-terminated; a negative result is an error.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor we own.
+            return unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        let err = Errno::last();
+        if err != Errno::EINTR {
+            // Nobody listens on the channel any more: this goes to stderr.
+            let mut message = StackText::new();
+            let _ = write!(
+                message,
+                "lucid: opening the exec FIFO through /proc/self/fd (the container needs /proc): {}",
+                err.desc()
+            );
+            write_all(2, message.bytes());
+            write_all(2, b"\n");
+            exit(127);
+        }
+    }
 }
 
 /// Last steps before exec: only the process's own descriptors stay open,
 /// signals return to their defaults, the caller's mask comes back.
-fn prepare_exec(config: &InitConfig) -> Result<(), String> {
-    let first = 3 + config.preserve_fds.max(0) as u32;
+/// Allocates nothing (but on kernels before 5.11, which lack close_range).
+fn prepare_exec(preserve_fds: i32, sigmask: &SigSet) {
+    let preserve = preserve_fds.max(0) as u32;
+    for fd in 3..3 + preserve {
+        // Preserved descriptors reach the process whatever their flag.
+        // SAFETY: F_SETFD on a possibly-closed descriptor at worst fails with EBADF.
+        unsafe { libc::fcntl(fd as RawFd, libc::F_SETFD, 0) };
+    }
+    let first = 3 + preserve;
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with CLOEXEC only marks descriptors; none is freed.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
@@ -494,10 +881,14 @@ fn prepare_exec(config: &InitConfig) -> Result<(), String> {
         // SAFETY: restoring the default disposition installs no handler code.
         let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
     }
-    config
-        .sigmask
-        .thread_set_mask()
-        .map_err(|e| format!("restoring the signal mask: {e}"))
+    // SAFETY: sigprocmask with a valid set has no other memory effects.
+    unsafe {
+        libc::sigprocmask(
+            libc::SIG_SETMASK,
+            sigmask.as_ref() as *const libc::sigset_t,
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 /// close_range fallback for kernels before 5.11.
@@ -513,5 +904,72 @@ fn mark_cloexec_from(first: RawFd) {
     for fd in fds {
         // SAFETY: F_SETFD on a possibly-closed descriptor at worst fails with EBADF.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` (which exits) in a forked child and waits for it.
+    fn in_child(f: impl FnOnce()) -> i32 {
+        // SAFETY: the child only runs `f`, which writes and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                f();
+                exit(0)
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waitpid on our own child with a valid status pointer.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                libc::WEXITSTATUS(status)
+            }
+        }
+    }
+
+    #[test]
+    fn failures_after_the_filter_are_messages_the_runtime_and_start_read() {
+        let (ours, theirs) = Channel::pair().unwrap();
+        let code = in_child(|| {
+            fatal(
+                &theirs,
+                "init.exec",
+                "exec",
+                Errno::ENOEXEC,
+                Some(b"/bin/\"x\""),
+                None,
+            )
+        });
+        assert_eq!(code, 127);
+        let Some(InitMessage::Failed { phase, message, .. }) = ours.recv().unwrap() else {
+            panic!("no Failed message")
+        };
+        assert_eq!(phase, "init.exec");
+        assert_eq!(message, "exec /bin/x: Exec format error");
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let code = in_child(|| {
+            let fifo = Some(write.as_raw_fd());
+            fatal(&theirs, "init.exec", "exec", Errno::ENOENT, None, fifo)
+        });
+        assert_eq!(code, 127);
+        drop(write);
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut text).unwrap();
+        let messages = StartMessage::parse_all(&text).unwrap();
+        assert!(
+            matches!(&messages[..], [StartMessage::ExecFailed { message }] if message.contains("No such file")),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn stack_text_keeps_json_strings_intact() {
+        let mut text = StackText::new();
+        text.push(b"exec \"/bin/x\\y\"\n: ok");
+        assert_eq!(text.bytes(), b"exec /bin/xy: ok");
+        let mut long = StackText::new();
+        long.push(&[b'a'; 600]);
+        assert_eq!(long.bytes().len(), 512);
     }
 }

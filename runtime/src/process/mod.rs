@@ -3,7 +3,8 @@
 //! share with the runtime, and the set-up of credentials and limits.
 //!
 //! Processes are named with prctl so `ps` shows what each is:
-//! `lucid:stage1` (intermediate) and `lucid:init` (until it execs).
+//! `lucid:stage1` (intermediate), `lucid:init` and `lucid:exec` (until they
+//! exec).
 
 pub mod channel;
 pub mod clone;
@@ -12,7 +13,7 @@ pub mod setup;
 pub mod spawn;
 
 pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage, StartMessage};
-pub use spawn::{spawn_init, SpawnRequest, Spawned};
+pub use spawn::{spawn_exec, spawn_init, SpawnRequest, Spawned};
 
 /// What can go wrong creating or reaching the container's processes.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,14 @@ pub enum ProcessError {
         /// What went wrong.
         message: String,
     },
+    /// A process `exec` started reported a failure.
+    #[error("the process failed in {phase}: {message}")]
+    ExecFailed {
+        /// The phase (`process.setup`, `init.exec`, …).
+        phase: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The init process died without saying why.
     #[error("init process exited during set-up ({0})")]
     InitDied(String),
@@ -42,6 +51,17 @@ pub enum ProcessError {
         /// The failure.
         cause: std::io::Error,
     },
+    /// newuidmap or newgidmap failed.
+    #[error("{tool}: {message}")]
+    IdMapTool {
+        /// The helper.
+        tool: String,
+        /// What went wrong, and what to do.
+        message: String,
+    },
+    /// The seccomp notify fd could not be handed to the listener.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// A prestart or createRuntime hook failed.
     #[error(transparent)]
     RuntimeHook(#[from] crate::hooks::HookError),

@@ -3,13 +3,12 @@
 //! `noNewPrivileges` and umask, in the order that keeps each possible
 //! (capabilities survive the user switch through PR_SET_KEEPCAPS).
 
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use caps::{CapSet, Capability, CapsHashSet};
-use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process};
+use caps::Capability;
+use oci_spec::runtime::{PosixRlimitType, Process};
 
 /// The rlimit resource number of a spec rlimit type.
 fn resource(typ: PosixRlimitType) -> Option<libc::__rlimit_resource_t> {
@@ -98,98 +97,220 @@ pub fn join_session_keyring(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The capability sets the spec asks for, as the caps crate names them.
-#[derive(Debug, Default, Clone)]
-pub struct CapabilitySets {
-    bounding: CapsHashSet,
-    effective: CapsHashSet,
-    inheritable: CapsHashSet,
-    permitted: CapsHashSet,
-    ambient: CapsHashSet,
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit words.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The bit of `CAP_SYS_ADMIN`, which loading a seccomp filter needs when
+/// `noNewPrivileges` is off.
+const SYS_ADMIN: u64 = 1 << 21;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
 }
 
-fn convert(
-    set: &Option<oci_spec::runtime::Capabilities>,
-    field: &str,
-) -> Result<CapsHashSet, String> {
-    let mut out = HashSet::new();
-    for cap in set.iter().flatten() {
-        let name = format!("CAP_{cap}");
-        let parsed = Capability::from_str(&name)
-            .map_err(|_| format!("process.capabilities.{field}: unknown capability {name}"))?;
-        out.insert(parsed);
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The calling thread's effective, permitted and inheritable sets.
+fn capget() -> std::io::Result<(u64, u64, u64)> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and data are the v3 layout capget expects, live for the call.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(out)
+    let join = |lo: u32, hi: u32| (hi as u64) << 32 | lo as u64;
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// Sets the calling thread's effective, permitted and inheritable sets in one
+/// call. Allocates nothing.
+fn capset(effective: u64, permitted: u64, inheritable: u64) -> std::io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
+    ];
+    // SAFETY: header and data are the v3 layout capset expects, live for the call.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The names of the capabilities in a mask, for messages.
+fn names(mask: u64) -> String {
+    let mut out: Vec<String> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() < 64 && mask & (1 << c.index()) != 0)
+        .map(|c| c.to_string())
+        .collect();
+    out.sort();
+    out.join(", ")
+}
+
+/// The capability sets a process gets, as bit masks of the capabilities this
+/// kernel knows. A process without `capabilities` gets none, as with runc.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CapabilitySets {
+    bounding: u64,
+    effective: u64,
+    inheritable: u64,
+    permitted: u64,
+    ambient: u64,
+}
+
+/// The mask of the capabilities in a spec set that this kernel knows (names
+/// were checked when the spec was parsed).
+fn mask(set: &Option<oci_spec::runtime::Capabilities>, supported: u64) -> u64 {
+    set.iter()
+        .flatten()
+        .filter_map(|cap| Capability::from_str(&format!("CAP_{cap}")).ok())
+        .map(|cap| 1u64 << cap.index())
+        .fold(0, |acc, bit| acc | bit)
+        & supported
 }
 
 impl CapabilitySets {
-    /// Reads the spec's capabilities.
-    pub fn from_spec(caps: &LinuxCapabilities) -> Result<Self, String> {
-        Ok(CapabilitySets {
-            bounding: convert(caps.bounding(), "bounding")?,
-            effective: convert(caps.effective(), "effective")?,
-            inheritable: convert(caps.inheritable(), "inheritable")?,
-            permitted: convert(caps.permitted(), "permitted")?,
-            ambient: convert(caps.ambient(), "ambient")?,
-        })
+    /// The sets a process asks for.
+    pub fn from_process(process: &Process) -> Self {
+        let supported = caps::runtime::thread_all_supported()
+            .into_iter()
+            .filter(|c| c.index() < 64)
+            .fold(0u64, |acc, c| acc | 1 << c.index());
+        let Some(caps) = process.capabilities() else {
+            return CapabilitySets::default();
+        };
+        CapabilitySets {
+            bounding: mask(caps.bounding(), supported),
+            effective: mask(caps.effective(), supported),
+            inheritable: mask(caps.inheritable(), supported),
+            permitted: mask(caps.permitted(), supported),
+            ambient: mask(caps.ambient(), supported),
+        }
+    }
+
+    /// What must stay effective past [`apply_identity`] so that a seccomp
+    /// filter can be loaded without `noNewPrivileges` (CAP_SYS_ADMIN); 0 when
+    /// nothing must.
+    pub fn kept_for_seccomp(&self, seccomp: bool, no_new_privileges: bool) -> u64 {
+        if seccomp && !no_new_privileges {
+            SYS_ADMIN & !self.effective
+        } else {
+            0
+        }
     }
 
     /// Drops from the bounding set every capability not listed (needs
     /// CAP_SETPCAP, so before the user switch).
-    fn apply_bounding(&self) -> Result<(), String> {
-        let supported = caps::runtime::thread_all_supported();
-        for cap in supported {
-            if !self.bounding.contains(&cap) {
-                caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+    fn drop_bounding(&self) -> Result<(), String> {
+        for cap in caps::runtime::thread_all_supported() {
+            if cap.index() < 64 && self.bounding & (1 << cap.index()) == 0 {
+                // SAFETY: prctl with integer arguments has no memory effects.
+                let ret = unsafe {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap.index() as libc::c_ulong, 0, 0, 0)
+                };
+                if ret != 0 {
+                    return Err(format!(
+                        "dropping {cap} from the bounding set: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
             }
         }
         Ok(())
     }
 
-    /// Sets the effective, permitted and inheritable sets, then raises the
-    /// ambient ones (which must be permitted and inheritable).
-    fn apply_sets(&self) -> Result<(), String> {
-        let supported = caps::runtime::thread_all_supported();
-        let only =
-            |set: &CapsHashSet| -> CapsHashSet { set.intersection(&supported).copied().collect() };
-        // Each capset call checks the new sets against the current ones:
-        // inheritable first (while permitted is still wide), then effective
-        // (it must stay within permitted), permitted last.
-        caps::set(None, CapSet::Inheritable, &only(&self.inheritable))
-            .map_err(|e| format!("setting inheritable capabilities: {e}"))?;
-        caps::set(None, CapSet::Effective, &only(&self.effective))
-            .map_err(|e| format!("setting effective capabilities: {e}"))?;
-        caps::set(None, CapSet::Permitted, &only(&self.permitted))
-            .map_err(|e| format!("setting permitted capabilities: {e}"))?;
-        caps::clear(None, CapSet::Ambient)
-            .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-        for cap in only(&self.ambient) {
-            // runc ignores ambient capabilities the kernel refuses (those not
-            // both permitted and inheritable).
-            let _ = caps::raise(None, CapSet::Ambient, cap);
+    /// Sets the effective, permitted and inheritable sets (plus `keep` in the
+    /// first two), then raises the ambient ones.
+    fn apply(&self, keep: u64) -> Result<(), String> {
+        if let Err(e) = capset(
+            self.effective | keep,
+            self.permitted | keep,
+            self.inheritable,
+        ) {
+            let held = capget()
+                .map(|(_, permitted, _)| permitted)
+                .unwrap_or(u64::MAX);
+            let missing = (self.permitted | self.effective) & !held;
+            let why = if missing != 0 {
+                format!(": lucid itself does not hold {}", names(missing))
+            } else {
+                String::new()
+            };
+            return Err(format!("setting capabilities: {e}{why}"));
+        }
+        // SAFETY: prctl with integer arguments has no memory effects.
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        for bit in 0..64u64 {
+            if self.ambient & (1 << bit) != 0 {
+                // runc ignores ambient capabilities the kernel refuses (those
+                // not both permitted and inheritable).
+                // SAFETY: as above.
+                unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        bit as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+            }
         }
         Ok(())
     }
+
+    /// Drops what [`CapabilitySets::kept_for_seccomp`] kept: the final sets.
+    /// Allocates nothing, so it can follow the seccomp filter.
+    pub fn finish(&self) -> std::io::Result<()> {
+        capset(self.effective, self.permitted, self.inheritable)
+    }
 }
 
-/// Switches to the spec's user, groups and capabilities and enters its
-/// working directory.
-pub fn apply_identity(process: &Process) -> Result<(), String> {
-    let caps = process
-        .capabilities()
-        .as_ref()
-        .map(CapabilitySets::from_spec)
-        .transpose()?;
-    if let Some(caps) = &caps {
-        caps.apply_bounding()?;
-        // SAFETY: prctl with integer arguments has no memory effects.
-        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "keeping capabilities: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+/// Switches to the process's user and groups, applies its capabilities
+/// (keeping `keep` effective besides) and enters its working directory.
+pub fn apply_identity(process: &Process, caps: &CapabilitySets, keep: u64) -> Result<(), String> {
+    caps.drop_bounding()?;
+    // SAFETY: prctl with integer arguments has no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "keeping capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let user = process.user();
     let gids: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
@@ -221,14 +342,30 @@ pub fn apply_identity(process: &Process) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    if caps.is_some() {
-        // SAFETY: prctl with integer arguments has no memory effects.
-        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    }
+    // SAFETY: prctl with integer arguments has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     let cwd = process.cwd();
     std::env::set_current_dir(cwd).map_err(|e| format!("process.cwd {}: {e}", cwd.display()))?;
-    if let Some(caps) = &caps {
-        caps.apply_sets()?;
+    caps.apply(keep)
+}
+
+/// Hands a pty the process got as its stdio to the process's user, so it can
+/// reopen its own terminal (runc does this for the stdio it made). A pty
+/// whose owner is not mapped in a user namespace is left as it is.
+pub fn give_terminal_to_user(process: &Process) -> Result<(), String> {
+    let uid = process.user().uid();
+    // SAFETY: an all-zero stat is valid for fstat to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into our buffer.
+    if unsafe { libc::fstat(0, &mut st) } != 0 || st.st_uid == uid {
+        return Ok(());
+    }
+    // SAFETY: fchown on our own stdin has no memory effects.
+    if unsafe { libc::fchown(0, uid, st.st_gid) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM)) {
+            return Err(format!("handing the terminal to uid {uid}: {err}"));
+        }
     }
     Ok(())
 }
@@ -308,6 +445,67 @@ pub fn c_strings(items: &[String], what: &str) -> Result<Vec<CString>, String> {
         .collect()
 }
 
+/// The program, arguments and environment of the process, with the pointer
+/// arrays execve takes built beforehand: exec itself allocates nothing.
+pub struct ExecArgs {
+    program: CString,
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ExecArgs {
+    /// Finds the program (in the process's root, along its `PATH`) and
+    /// prepares its argv and envp.
+    pub fn new(process: &Process) -> Result<ExecArgs, String> {
+        let args = process.args().clone().unwrap_or_default();
+        let arg0 = args.first().ok_or("process.args is empty")?;
+        let env = environment(process);
+        let program = find_executable(arg0, &env)?;
+        let program = CString::new(program.into_os_string().into_encoded_bytes())
+            .map_err(|_| format!("process.args[0]: {arg0:?} holds a NUL byte"))?;
+        let argv_strings = c_strings(&args, "process.args")?;
+        let envp_strings = c_strings(&env, "process.env")?;
+        let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let argv = pointers(&argv_strings);
+        let envp = pointers(&envp_strings);
+        // The CStrings' heap buffers do not move when the Vecs holding them do.
+        let mut strings = argv_strings;
+        strings.extend(envp_strings);
+        Ok(ExecArgs {
+            program,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+
+    /// The program's path.
+    pub fn program(&self) -> &std::ffi::CStr {
+        &self.program
+    }
+
+    /// Replaces this process with the program; returns only on failure.
+    pub fn exec(&self) -> nix::errno::Errno {
+        // SAFETY: program, argv and envp are NUL-terminated strings and
+        // null-terminated pointer arrays that live in self.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        };
+        nix::errno::Errno::last()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,14 +525,42 @@ mod tests {
     }
 
     #[test]
-    fn unknown_capability_is_named() {
-        let caps: LinuxCapabilities = serde_json::from_value(serde_json::json!({
-            "bounding": ["CAP_KILL", "CAP_NET_RAW"]
+    fn capability_names_become_their_bits() {
+        let process: Process = serde_json::from_value(serde_json::json!({
+            "user": { "uid": 0, "gid": 0 }, "cwd": "/",
+            "capabilities": { "bounding": ["CAP_KILL", "CAP_NET_RAW"], "ambient": ["CAP_KILL"] }
         }))
         .unwrap();
-        let sets = CapabilitySets::from_spec(&caps).unwrap();
-        assert!(sets.bounding.contains(&Capability::CAP_KILL));
-        assert!(sets.bounding.contains(&Capability::CAP_NET_RAW));
+        let sets = CapabilitySets::from_process(&process);
+        assert_eq!(sets.bounding, 1 << 5 | 1 << 13);
+        assert_eq!(sets.ambient, 1 << 5);
+        assert_eq!(sets.effective, 0);
+        assert_eq!(names(sets.bounding), "CAP_KILL, CAP_NET_RAW");
+    }
+
+    #[test]
+    fn no_capabilities_field_means_none_as_with_runc() {
+        let process: Process = serde_json::from_value(serde_json::json!({
+            "user": { "uid": 0, "gid": 0 }, "cwd": "/"
+        }))
+        .unwrap();
+        assert_eq!(
+            CapabilitySets::from_process(&process),
+            CapabilitySets::default()
+        );
+    }
+
+    #[test]
+    fn sys_admin_is_kept_only_for_a_filter_without_no_new_privileges() {
+        let sets = CapabilitySets::default();
+        assert_eq!(sets.kept_for_seccomp(true, false), SYS_ADMIN);
+        assert_eq!(sets.kept_for_seccomp(true, true), 0);
+        assert_eq!(sets.kept_for_seccomp(false, false), 0);
+        let admin = CapabilitySets {
+            effective: SYS_ADMIN,
+            ..Default::default()
+        };
+        assert_eq!(admin.kept_for_seccomp(true, false), 0);
     }
 
     #[test]

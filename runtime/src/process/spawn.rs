@@ -1,10 +1,13 @@
 //! The runtime's side of `init.spawn`: clone the init process (directly, or
 //! through an intermediate process when namespaces need one), put it in its
-//! cgroups, write its id maps, run the runtime-side hooks when it asks, and
-//! wait until it reports `Ready`.
+//! cgroups, write its id maps, run the runtime-side hooks when it asks, hand
+//! its seccomp notify fd to the listener, and wait until it reports `Ready`.
+//! A process `exec` starts goes the same way, always through an intermediate
+//! process (it joins a pid namespace), and is waited for until it has exec'd.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::process::Command;
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -41,6 +44,9 @@ pub struct SpawnRequest<'a, 'b> {
     /// Called as soon as the init pid is known (to record it in the state, so
     /// that a runtime killed from here on leaves a pid to clean up).
     pub on_pid: &'b mut dyn FnMut(i32),
+    /// Hands a seccomp notify fd to the profile's listener, given the pid of
+    /// the process it filters.
+    pub on_notify: &'b mut dyn FnMut(OwnedFd, i32) -> Result<(), ProcessError>,
 }
 
 /// Kills and reaps what was spawned unless disarmed.
@@ -59,10 +65,25 @@ impl Drop for KillOnDrop {
 
 /// Spawns the init process and takes it through set-up. On error, every
 /// process spawned is killed before returning.
-pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
+pub fn spawn_init(request: SpawnRequest) -> Result<Spawned, ProcessError> {
+    spawn(request)
+}
+
+/// Spawns a process in a running container (`request.init.container` is
+/// `None` and every namespace is joined) and waits until it has exec'd. On
+/// error, every process spawned is killed before returning.
+pub fn spawn_exec(request: SpawnRequest) -> Result<Spawned, ProcessError> {
+    spawn(request).map_err(|e| match e {
+        ProcessError::InitFailed { phase, message } => ProcessError::ExecFailed { phase, message },
+        other => other,
+    })
+}
+
+fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     let (ours, theirs) = Channel::pair()?;
     let plan = request.init.plan;
-    let intermediate = plan.needs_intermediate();
+    let exec = request.init.container.is_none();
+    let intermediate = exec || plan.needs_intermediate();
     let flags = if intermediate {
         0
     } else {
@@ -136,10 +157,10 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     let phases = loop {
         // A closed or reset channel means the init process died: say how.
         let message = ours
-            .recv::<InitMessage>()
+            .recv_with_fd::<InitMessage>()
             .map_err(|_| ProcessError::InitDied(exit_status(pid)))?;
         match message {
-            Some(InitMessage::RunCreateRuntimeHooks) => {
+            Some((InitMessage::RunCreateRuntimeHooks, _)) => {
                 (request.runtime_hooks)(pid.as_raw())?;
                 // A hook may have killed the init process: say so, not "broken pipe".
                 if ours
@@ -149,19 +170,23 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
                     return Err(ProcessError::InitDied(exit_status(pid)));
                 }
             }
-            Some(InitMessage::Ready { phases }) => {
+            Some((InitMessage::SeccompNotify, Some(fd))) => (request.on_notify)(fd, pid.as_raw())?,
+            Some((InitMessage::Ready { phases }, _)) => {
                 crate::telemetry::record_phases(&phases);
                 break phases;
             }
-            Some(InitMessage::Failed {
-                phase,
-                message,
-                phases,
-            }) => {
+            Some((
+                InitMessage::Failed {
+                    phase,
+                    message,
+                    phases,
+                },
+                _,
+            )) => {
                 crate::telemetry::record_phases(&phases);
                 return Err(ProcessError::InitFailed { phase, message });
             }
-            Some(other) => {
+            Some((other, _)) => {
                 return Err(ProcessError::InitDied(format!(
                     "unexpected message {other:?}"
                 )))
@@ -169,6 +194,20 @@ pub fn spawn_init(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
             None => return Err(ProcessError::InitDied(exit_status(pid))),
         }
     };
+    if exec {
+        // The channel closes when the process execs; a failed exec says why.
+        match ours.recv::<InitMessage>()? {
+            None => {}
+            Some(InitMessage::Failed { phase, message, .. }) => {
+                return Err(ProcessError::InitFailed { phase, message })
+            }
+            Some(other) => {
+                return Err(ProcessError::InitDied(format!(
+                    "unexpected message {other:?}"
+                )))
+            }
+        }
+    }
     guard.pids.clear();
     Ok(Spawned {
         pid,
@@ -228,7 +267,9 @@ fn map_text(mappings: &[LinuxIdMapping]) -> String {
 }
 
 /// Writes the user namespace's uid and gid maps (each in one write, as the
-/// kernel requires).
+/// kernel requires). Without root, a map that is more than the caller's own
+/// id needs the setuid helpers newuidmap/newgidmap, as with runc; a gid map
+/// that is just the caller's own gid needs setgroups denied first.
 fn write_id_maps(pid: Pid, spec: &oci_spec::runtime::Spec) -> Result<(), ProcessError> {
     let linux = spec.linux().as_ref();
     let uid = linux
@@ -237,13 +278,61 @@ fn write_id_maps(pid: Pid, spec: &oci_spec::runtime::Spec) -> Result<(), Process
     let gid = linux
         .and_then(|l| l.gid_mappings().clone())
         .unwrap_or_default();
-    for (file, mappings) in [("uid_map", uid), ("gid_map", gid)] {
+    let rootless = !nix::unistd::geteuid().is_root();
+    let proc_dir = Path::new("/proc").join(pid.as_raw().to_string());
+    if rootless && is_only(&gid, nix::unistd::getegid().as_raw()) {
+        let path = proc_dir.join("setgroups");
+        std::fs::write(&path, "deny").map_err(|cause| ProcessError::IdMap { path, cause })?;
+    }
+    for (file, tool, mappings) in [("uid_map", "newuidmap", uid), ("gid_map", "newgidmap", gid)] {
         if mappings.is_empty() {
             continue;
         }
-        let path = Path::new("/proc").join(pid.as_raw().to_string()).join(file);
-        std::fs::write(&path, map_text(&mappings))
-            .map_err(|cause| ProcessError::IdMap { path, cause })?;
+        let path = proc_dir.join(file);
+        match std::fs::write(&path, map_text(&mappings)) {
+            Ok(()) => {}
+            Err(e) if rootless && e.raw_os_error() == Some(libc::EPERM) => {
+                run_map_tool(tool, pid, &mappings)?
+            }
+            Err(cause) => return Err(ProcessError::IdMap { path, cause }),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the mappings map exactly one id, `host`, to root.
+fn is_only(mappings: &[LinuxIdMapping], host: u32) -> bool {
+    matches!(mappings, [m] if m.container_id() == 0 && m.host_id() == host && m.size() == 1)
+}
+
+/// Writes a map through newuidmap or newgidmap (which check /etc/subuid
+/// and /etc/subgid).
+fn run_map_tool(tool: &str, pid: Pid, mappings: &[LinuxIdMapping]) -> Result<(), ProcessError> {
+    let mut command = Command::new(tool);
+    command.arg(pid.as_raw().to_string());
+    for m in mappings {
+        command
+            .arg(m.container_id().to_string())
+            .arg(m.host_id().to_string())
+            .arg(m.size().to_string());
+    }
+    let output = command.output().map_err(|source| ProcessError::IdMapTool {
+        tool: tool.to_owned(),
+        message: if source.kind() == std::io::ErrorKind::NotFound {
+            "not found: install the uidmap package; mappings beyond your own id need it".into()
+        } else {
+            source.to_string()
+        },
+    })?;
+    if !output.status.success() {
+        return Err(ProcessError::IdMapTool {
+            tool: tool.to_owned(),
+            message: format!(
+                "{}: {}: check /etc/subuid and /etc/subgid",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
     }
     Ok(())
 }
@@ -260,5 +349,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(map_text(&maps), "0 1000 1\n1 100000 65536\n");
+        assert!(!is_only(&maps, 1000));
+        assert!(is_only(&maps[..1], 1000));
     }
 }

@@ -26,7 +26,7 @@ use oci_spec::runtime::Spec;
 pub use devices::create_devices;
 pub use mounts::mount_all;
 pub use options::{propagation_flag, MountPlan};
-pub use resolve::{open_in_root, proc_fd_path, Create};
+pub use resolve::{open_file_in_root, open_in_root, proc_fd_path, Create};
 
 /// A failed step of root filesystem set-up.
 #[derive(Debug, thiserror::Error)]

@@ -53,7 +53,8 @@ fn mount_one(config: &RootfsConfig, root: &Root, m: &Mount) -> Result<(), Rootfs
         .as_ref()
         .map(|s| s.as_os_str().to_owned())
         .unwrap_or_else(|| fstype.into());
-    let data = (!plan.data.is_empty()).then_some(plan.data.as_str());
+    let data = crate::lsm::with_mount_label(&plan.data, fstype, config.spec);
+    let data = (!data.is_empty()).then_some(data.as_str());
     match mount(
         Some(source.as_os_str()),
         &proc_fd_path(&target),
@@ -61,6 +62,11 @@ fn mount_one(config: &RootfsConfig, root: &Root, m: &Mount) -> Result<(), Rootfs
         flags,
         data,
     ) {
+        Ok(()) if fstype == "mqueue" => {
+            let top = reopen(root, &dest)?;
+            crate::lsm::label_mqueue(&proc_fd_path(&top), config.spec)
+                .map_err(|e| RootfsError::Other(e.to_string()))?;
+        }
         Ok(()) => {}
         // Inside a user namespace without its own network or ipc namespace the
         // kernel refuses new sysfs and mqueue instances; runc binds the host's.

@@ -36,6 +36,16 @@ fn open_how(flags: OFlag) -> OpenHow {
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
 }
 
+/// Opens the existing file `path` inside `root` with `flags` (close-on-exec
+/// is added), for reading or writing rather than as an `O_PATH` handle.
+pub fn open_file_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+) -> Result<OwnedFd, Errno> {
+    openat2(root, &relative(path), open_how(flags))
+}
+
 /// Opens `path` inside `root` as an `O_PATH` descriptor, making what is
 /// missing when asked.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, create: Create) -> Result<OwnedFd, Errno> {
