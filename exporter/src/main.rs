@@ -34,7 +34,7 @@ struct Flags {
     /// OTEL_EXPORTER_OTLP_ENDPOINT); OTEL_EXPORTER_OTLP_* set the rest.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
-    /// Spooled bytes merged into one export request at most [default: 1MiB].
+    /// Spooled bytes merged into one export request at most [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     otlp_batch_bytes: Option<u64>,
     /// Longest wait between export attempts [default: 60s].
