@@ -142,10 +142,17 @@ pub struct Accepted {
 }
 
 type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// gRPC goes over the same hyper client and rustls connector as OTLP/HTTP
+/// (HTTP/2 only), not tonic's own transport: whether tonic's transport does
+/// TLS depends on features that any crate built beside the exporter can turn
+/// on, and with them it refuses an `https://` endpoint whose TLS it did not
+/// set up itself.
+type GrpcClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, tonic::body::Body>;
 
 enum Transport {
     Http(Box<HttpClient>),
-    Grpc(tonic::transport::Channel),
+    Grpc(Box<tonic::client::Grpc<GrpcClient>>),
 }
 
 /// A client for one OTLP endpoint; connections are kept and reused.
@@ -169,11 +176,16 @@ impl Client {
             .https_or_http();
         let transport = match target.protocol {
             Protocol::Grpc => {
-                let endpoint = tonic::transport::Endpoint::from(target.url.clone())
-                    .connect_timeout(target.timeout)
-                    .timeout(target.timeout);
                 let connector = connector.enable_http2().wrap_connector(tcp);
-                Transport::Grpc(endpoint.connect_with_connector_lazy(connector))
+                let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .http2_only(true)
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(1)
+                    .build(connector);
+                Transport::Grpc(Box::new(tonic::client::Grpc::with_origin(
+                    client,
+                    target.url.clone(),
+                )))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let connector = connector.enable_http1().wrap_connector(tcp);
@@ -198,8 +210,9 @@ impl Client {
             Transport::Http(client) => {
                 tokio::time::timeout(self.target.timeout, self.http(client, request)).await
             }
-            Transport::Grpc(channel) => {
-                tokio::time::timeout(self.target.timeout, self.grpc(channel.clone(), request)).await
+            Transport::Grpc(grpc) => {
+                tokio::time::timeout(self.target.timeout, self.grpc((**grpc).clone(), request))
+                    .await
             }
         };
         match sent {
@@ -251,10 +264,9 @@ impl Client {
 
     async fn grpc(
         &self,
-        channel: tonic::transport::Channel,
+        mut grpc: tonic::client::Grpc<GrpcClient>,
         request: ExportTraceServiceRequest,
     ) -> Result<Accepted, Failure> {
-        let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| {
             let reason = if handshake_failure(&e) {
                 Reason::Tls
@@ -401,7 +413,8 @@ fn grpc_failure(status: &tonic::Status) -> Failure {
         .map(|info| info.retry_delay.unwrap_or_default());
     let reason = match status.code() {
         _ if handshake_failure(status) => Reason::Tls,
-        Code::Unavailable if connect_failure(status) => Reason::Unreachable,
+        // The transport's errors arrive as a status with the error as its source.
+        _ if connect_failure(status) => Reason::Unreachable,
         Code::Unavailable
         | Code::Cancelled
         | Code::DeadlineExceeded
