@@ -146,6 +146,11 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// Where ctr makes the containers' stdio FIFOs (not /run/containerd/fifo).
+    fn fifo_dir(&self) -> String {
+        self.dir.path().join("fifo").to_string_lossy().into_owned()
+    }
+
     /// The arguments of `ctr run` before the image: lucid as the shim's
     /// binary, its root, a cgroup under the test's parent.
     fn run_args(&self, id: &str) -> Vec<String> {
@@ -157,6 +162,8 @@ impl Containerd {
             self.lucid_root().to_string_lossy().into_owned(),
             "--cgroup".into(),
             format!("{}/{id}", self.cgroup_parent),
+            "--fifo-dir".into(),
+            self.fifo_dir(),
         ]
     }
 
