@@ -343,6 +343,25 @@ fn run_prints_the_output_and_returns_the_exit_code() {
     // The shim ran lucid with the pins given to containerd's environment.
     assert!(c.pin_root.exists(), "lucid did not use the test's pin root");
     c.assert_gone(&id);
+    // The whole life is one trace in lucid's spool, which the shim's second,
+    // forced delete of the container already gone does not replace.
+    let trace = Command::new(lucid_bin())
+        .arg("--root")
+        .arg(c.namespace_root())
+        .args(["trace", "--format", "json", &id])
+        .output()
+        .expect("running lucid trace");
+    assert!(trace.status.success(), "{trace:?}");
+    let json: Value = serde_json::from_slice(&trace.stdout).expect("trace JSON");
+    let names: Vec<&str> = json["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    for span in ["container", "create", "init.exec", "start", "delete"] {
+        assert!(names.contains(&span), "no {span} span in {names:?}");
+    }
 }
 
 #[test]
