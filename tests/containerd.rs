@@ -524,3 +524,20 @@ fn the_exporter_finds_containers_in_the_namespace_directories_of_the_shims_root(
     c.remove(&id);
     c.assert_gone(&id);
 }
+
+#[test]
+fn lucids_error_reaches_ctr_through_the_json_log() {
+    let c = Containerd::new();
+    let id = unique_id("badexec");
+    let mut args = c.run_args(&id);
+    args.extend(["--rm", IMAGE, &id, "/no/such/program"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = c.ctr(&args);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The shim reads lucid's message from `--log … --log-format json` and ctr prints it.
+    let message = format!("creating container {id}: init process failed in process.setup");
+    assert!(err.contains(&message), "{err}");
+    assert!(err.contains("/no/such/program"), "{err}");
+    c.assert_gone(&id);
+}

@@ -441,3 +441,18 @@ fn podman_containers_show_in_lucid_trace_and_in_the_exporter_by_name() {
     }
     p.assert_clean();
 }
+
+#[test]
+fn lucids_error_reaches_podman_which_reads_it_as_runcs() {
+    let p = Podman::new();
+    let out = p.run(&["--rm", IMAGE, "/no/such/program"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("init process failed in process.setup")
+            && err.contains("\"/no/such/program\": no such file or directory"),
+        "{err}"
+    );
+    // podman recognises runc's wording of a missing program: exit code 127.
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    p.assert_clean();
+}
