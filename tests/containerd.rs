@@ -121,6 +121,8 @@ impl Containerd {
         c.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
             .args(["--namespace", NAMESPACE])
+            // A command that hangs (a task that cannot die) fails the test.
+            .args(["--timeout", "60s"])
             .stdin(Stdio::null());
         c
     }
@@ -539,5 +541,19 @@ fn lucids_error_reaches_ctr_through_the_json_log() {
     let message = format!("creating container {id}: init process failed in process.setup");
     assert!(err.contains(&message), "{err}");
     assert!(err.contains("/no/such/program"), "{err}");
+    c.assert_gone(&id);
+}
+
+#[test]
+fn delete_force_removes_a_paused_task() {
+    let c = Containerd::new();
+    let id = unique_id("pausedel");
+    c.run_detached(&id, &["sleep", "600"]);
+    c.ok(&["task", "pause", &id]);
+    assert_eq!(c.task_status(&id).as_deref(), Some("PAUSED"));
+    assert_eq!(c.lucid_state(&id).unwrap()["status"], "paused");
+    // The shim sends SIGKILL and waits for the exit: lucid thaws the frozen
+    // container after the signal, as runc does, so it can die.
+    c.remove(&id);
     c.assert_gone(&id);
 }

@@ -456,3 +456,15 @@ fn lucids_error_reaches_podman_which_reads_it_as_runcs() {
     assert_eq!(out.status.code(), Some(127), "{err}");
     p.assert_clean();
 }
+
+#[test]
+fn rm_force_removes_a_paused_container() {
+    let p = Podman::new();
+    let name = unique_id("pausedrm");
+    let id = p.run_detached(&name, &["sleep", "600"]);
+    p.ok(&["pause", &name]);
+    assert_eq!(p.lucid_state(&id).unwrap()["status"], "paused");
+    p.ok(&["rm", "--force", "--time", "0", &name]);
+    assert!(p.lucid_state(&id).is_none(), "lucid still has {id}");
+    p.assert_clean();
+}
