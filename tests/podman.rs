@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use lucid_tests::clients::{self, require_installed};
 use lucid_tests::prometheus::{wait_for, Exporter};
@@ -89,8 +90,43 @@ impl Podman {
         c
     }
 
+    /// Runs `podman ARGS`; one that hangs past two minutes is killed and
+    /// fails the test.
     fn podman(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("running podman")
+        self.podman_bounded(args)
+            .unwrap_or_else(|| panic!("podman {args:?} did not finish in two minutes"))
+    }
+
+    /// Runs `podman ARGS`, killing it after two minutes (None). Output goes
+    /// through files, which a container's conmon cannot hold open the way it
+    /// would a pipe.
+    fn podman_bounded(&self, args: &[&str]) -> Option<Output> {
+        let mut stdout = tempfile::tempfile().expect("a temporary file");
+        let mut stderr = tempfile::tempfile().expect("a temporary file");
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(stdout.try_clone().expect("duplicating a descriptor"))
+            .stderr(stderr.try_clone().expect("duplicating a descriptor"))
+            .spawn()
+            .expect("running podman");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Some(Output {
+            status,
+            stdout: lucid_tests::read_file(&mut stdout).into_bytes(),
+            stderr: lucid_tests::read_file(&mut stderr).into_bytes(),
+        })
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -194,7 +230,12 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        if self
+            .podman_bounded(&["rm", "--all", "--force", "--time", "0"])
+            .is_none()
+        {
+            eprintln!("podman rm --all did not finish; removing by hand");
+        }
         for id in self.lucid_ids() {
             let _ = Command::new(lucid_tests::lucid_bin())
                 .arg("--root")
