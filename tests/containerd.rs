@@ -279,8 +279,14 @@ impl Drop for Containerd {
             }
         }
         for pid in self.shim_pids() {
+            // A killed shim leaves its socket in /run/containerd/s (a
+            // directory containerd 1.6 fixes): find it before the kill.
+            let sockets = listening_sockets(pid);
             // SAFETY: kill has no memory effects; the pid is a shim of this containerd.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+            for socket in sockets {
+                let _ = std::fs::remove_file(socket);
+            }
         }
         // Dropping the process kills containerd by pid and reaps it.
         self.process = None;
@@ -292,6 +298,33 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// The paths of the unix sockets process `pid` has open under
+/// /run/containerd/s (its descriptors' inodes looked up in /proc/net/unix).
+fn listening_sockets(pid: i32) -> Vec<PathBuf> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let (inode, path) = (fields.get(6)?, fields.get(7)?);
+            (inodes.iter().any(|i| i == inode) && path.starts_with("/run/containerd/s/"))
+                .then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 #[test]
