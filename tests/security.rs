@@ -325,6 +325,8 @@ fn notify_listener_gets_the_fd_and_answers_the_call() {
             "defaultAction": "SCMP_ACT_ALLOW",
             "listenerPath": socket,
             "listenerMetadata": "test-metadata",
+            // A notified call waits killably once the agent has received it.
+            "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
             "syscalls": [{ "names": ["getppid"], "action": "SCMP_ACT_NOTIFY" }]
         });
     });

@@ -93,6 +93,8 @@ pub struct ScanErrors {
 pub struct Inventory {
     root: PathBuf,
     hierarchies: Vec<Hierarchy>,
+    /// Keyed by the container's directory under the root (`ID`, or
+    /// `NAMESPACE/ID` one level down).
     containers: BTreeMap<String, (FileKey, Arc<Container>)>,
     /// Files that failed to parse, so each bad version is counted once.
     bad: HashMap<String, FileKey>,
@@ -120,22 +122,40 @@ impl Inventory {
     }
 
     /// Brings the inventory up to date with the state root.
+    ///
+    /// A directory of the root without a `state.json` may be a namespace
+    /// directory: containerd's runc shim gives the runtime `--root
+    /// <Root>/<namespace>` (`/run/containerd/lucid/k8s.io`), so the containers
+    /// one level down are found too when the exporter watches `<Root>`.
     pub fn scan(&mut self) -> ScanErrors {
         let mut errors = ScanErrors::default();
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.containers.clear();
-                self.bad.clear();
-                return errors;
-            }
+        let mut seen: Vec<String> = Vec::with_capacity(self.containers.len());
+        let root = self.root.clone();
+        match std::fs::read_dir(&root) {
+            Ok(entries) => self.scan_dir(entries, "", &mut seen, &mut errors),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                log::warn!("listing {}: {e}", self.root.display());
+                log::warn!("listing {}: {e}", root.display());
                 errors.unreadable += 1;
                 return errors;
             }
-        };
-        let mut seen: Vec<String> = Vec::with_capacity(self.containers.len());
+        }
+        seen.sort_unstable();
+        self.containers
+            .retain(|key, _| seen.binary_search(key).is_ok());
+        self.bad.retain(|key, _| root.join(key).exists());
+        errors
+    }
+
+    /// Scans the entries of the root (`namespace` empty) or of one namespace
+    /// directory under it. Containers are keyed by their path under the root.
+    fn scan_dir(
+        &mut self,
+        entries: std::fs::ReadDir,
+        namespace: &str,
+        seen: &mut Vec<String>,
+        errors: &mut ScanErrors,
+    ) {
         for entry in entries.flatten() {
             let Ok(id) = entry.file_name().into_string() else {
                 continue;
@@ -143,11 +163,24 @@ impl Inventory {
             if state::validate_id(&id).is_err() {
                 continue;
             }
+            let key = if namespace.is_empty() {
+                id.clone()
+            } else {
+                format!("{namespace}/{id}")
+            };
             let dir = entry.path();
             let meta = match std::fs::metadata(dir.join(STATE_FILE)) {
                 Ok(meta) => meta,
-                // Being created, being deleted, or not a container directory.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Being created, being deleted, not a container directory, or
+                // (at the top) a namespace directory.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if namespace.is_empty() && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        if let Ok(inner) = std::fs::read_dir(&dir) {
+                            self.scan_dir(inner, &id, seen, errors);
+                        }
+                    }
+                    continue;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
                 Err(e) => {
                     log::warn!("{}: {e}", dir.join(STATE_FILE).display());
@@ -155,27 +188,27 @@ impl Inventory {
                     continue;
                 }
             };
-            let key = FileKey::of(&meta);
-            if self.containers.get(&id).is_some_and(|(k, _)| *k == key) {
-                seen.push(id);
+            let file = FileKey::of(&meta);
+            if self.containers.get(&key).is_some_and(|(k, _)| *k == file) {
+                seen.push(key);
                 continue;
             }
-            if self.bad.get(&id) == Some(&key) {
+            if self.bad.get(&key) == Some(&file) {
                 continue;
             }
             match state::read_state(&dir, &id) {
                 Ok(st) => {
-                    self.bad.remove(&id);
+                    self.bad.remove(&key);
                     let container = self.container_of(st);
                     self.containers
-                        .insert(id.clone(), (key, Arc::new(container)));
-                    seen.push(id);
+                        .insert(key.clone(), (file, Arc::new(container)));
+                    seen.push(key);
                 }
                 Err(StateError::NotFound(_)) => {}
                 Err(e @ StateError::Corrupt { .. }) => {
                     log::warn!("{e}");
                     errors.corrupt += 1;
-                    self.bad.insert(id, key);
+                    self.bad.insert(key, file);
                 }
                 Err(e) => {
                     log::warn!("{e}");
@@ -183,16 +216,14 @@ impl Inventory {
                 }
             }
         }
-        seen.sort_unstable();
-        self.containers
-            .retain(|id, _| seen.binary_search(id).is_ok());
-        self.bad.retain(|id, _| self.root.join(id).exists());
-        errors
     }
 
     fn container_of(&self, st: state::ContainerState) -> Container {
         let created = humantime::parse_rfc3339(&st.created).unwrap_or(UNIX_EPOCH);
-        let labels = ContainerLabels::from_annotations(&st.id, &st.annotations);
+        let mut labels = ContainerLabels::from_annotations(&st.id, &st.annotations);
+        if let Some(record) = crate::labels::podman_storage(&st.id, &st.annotations, &st.bundle) {
+            labels = labels.with_engine_record(record);
+        }
         Container {
             label_text: labels.render(),
             labels,
@@ -272,5 +303,30 @@ mod tests {
                 ("without".to_owned(), String::new())
             ]
         );
+    }
+
+    #[test]
+    fn containers_one_namespace_directory_down_are_found() {
+        let root = tempfile::tempdir().unwrap();
+        write_state(root.path(), "top", serde_json::Value::Null);
+        write_state(&root.path().join("k8s.io"), "pod1", serde_json::Value::Null);
+        write_state(&root.path().join("default"), "c1", serde_json::Value::Null);
+        // Two levels down is not a namespace of this root.
+        write_state(
+            &root.path().join("a").join("b"),
+            "deep",
+            serde_json::Value::Null,
+        );
+        let mut inventory = Inventory::new(root.path(), Vec::new());
+        assert_eq!(inventory.scan(), ScanErrors::default());
+        let ids: Vec<String> = inventory
+            .containers()
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        assert_eq!(ids, ["c1", "pod1", "top"]);
+        std::fs::remove_dir_all(root.path().join("k8s.io").join("pod1")).unwrap();
+        inventory.scan();
+        assert_eq!(inventory.containers().len(), 2);
     }
 }

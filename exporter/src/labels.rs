@@ -2,12 +2,13 @@
 //! container name when the engine that created it put them in the OCI annotations.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use crate::metrics::{render_labels, CONTAINER_LABELS};
 
 /// Annotations naming the container, first found wins: containerd's CRI plugin,
-/// CRI-O, nerdctl, and `lucid.name` (podman passes no name to the runtime:
-/// `podman run --annotation lucid.name=NAME` gives one).
+/// CRI-O, nerdctl, and `lucid.name` (`--annotation lucid.name=NAME` with any
+/// engine). podman 4 puts no name in the annotations: see [`podman_storage`].
 const NAME_KEYS: &[&str] = &[
     "io.kubernetes.cri.container-name",
     "io.kubernetes.container.name",
@@ -84,6 +85,20 @@ impl ContainerLabels {
         }
     }
 
+    /// Fills the name and image from the engine's own record when no
+    /// annotation gave them.
+    pub fn with_engine_record(mut self, record: EngineRecord) -> Self {
+        if self.name == self.container_id {
+            if let Some(name) = record.name {
+                self.name = name;
+            }
+        }
+        if self.image.is_empty() {
+            self.image = record.image.unwrap_or_default();
+        }
+        self
+    }
+
     /// The values in [`CONTAINER_LABELS`] order.
     pub fn values(&self) -> [&str; 6] {
         [
@@ -105,6 +120,51 @@ impl ContainerLabels {
             .collect();
         render_labels(&pairs)
     }
+}
+
+/// A container's name and image as its engine recorded them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineRecord {
+    /// The engine's name for the container.
+    pub name: Option<String>,
+    /// The image it was made from.
+    pub image: Option<String>,
+}
+
+/// The annotation podman (libpod) sets on every container it makes.
+const PODMAN_MANAGER: (&str, &str) = ("io.container.manager", "libpod");
+
+/// podman 4 passes the runtime no container name: its annotations carry
+/// `io.container.manager=libpod` and flags, but the name lives in
+/// containers/storage's `containers.json`, two levels above the bundle podman
+/// gives the runtime (`<graphroot>/<driver>-containers/<id>/userdata`), with
+/// the image in the record's metadata. Read once per new container.
+pub fn podman_storage(
+    id: &str,
+    annotations: &HashMap<String, String>,
+    bundle: &Path,
+) -> Option<EngineRecord> {
+    if annotations.get(PODMAN_MANAGER.0).map(String::as_str) != Some(PODMAN_MANAGER.1) {
+        return None;
+    }
+    let file = bundle.parent()?.parent()?.join("containers.json");
+    let text = std::fs::read(&file).ok()?;
+    let records: Vec<serde_json::Value> = match serde_json::from_slice(&text) {
+        Ok(records) => records,
+        Err(e) => {
+            log::debug!("{}: {e}", file.display());
+            return None;
+        }
+    };
+    let record = records.into_iter().find(|r| r["id"] == id)?;
+    let metadata: serde_json::Value = record["metadata"]
+        .as_str()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    Some(EngineRecord {
+        name: record["names"][0].as_str().map(str::to_owned),
+        image: metadata["image-name"].as_str().map(str::to_owned),
+    })
 }
 
 #[cfg(test)]
@@ -162,6 +222,32 @@ mod tests {
         assert_eq!(l.container, "");
         assert_eq!(l.name, "web-7d9-sandbox");
         assert_eq!(l.pod, "web-7d9");
+    }
+
+    #[test]
+    fn podman_names_come_from_containers_storage_beside_the_bundle() {
+        let graph = tempfile::tempdir().unwrap();
+        let bundle = graph.path().join("vfs-containers/abc/userdata");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            graph.path().join("vfs-containers/containers.json"),
+            r#"[{"id":"other","names":["x"]},{"id":"abc","names":["web"],
+                "metadata":"{\"image-name\":\"localhost/busybox:test\",\"name\":\"web\"}"}]"#,
+        )
+        .unwrap();
+        let podman = ann(&[("io.container.manager", "libpod")]);
+        let record = podman_storage("abc", &podman, &bundle).unwrap();
+        let l = ContainerLabels::from_annotations("abc", &podman).with_engine_record(record);
+        assert_eq!(
+            l.values(),
+            ["abc", "web", "", "", "", "localhost/busybox:test"]
+        );
+        // An annotation wins; other engines' bundles are not looked at.
+        let named = ann(&[("io.container.manager", "libpod"), ("lucid.name", "n")]);
+        let record = podman_storage("abc", &named, &bundle).unwrap();
+        let l = ContainerLabels::from_annotations("abc", &named).with_engine_record(record);
+        assert_eq!(l.name, "n");
+        assert!(podman_storage("abc", &HashMap::new(), &bundle).is_none());
     }
 
     #[test]

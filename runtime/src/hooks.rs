@@ -29,6 +29,16 @@ pub enum HookKind {
 }
 
 impl HookKind {
+    /// Every hook point, in the order of a container's life.
+    pub const ALL: [HookKind; 6] = [
+        HookKind::Prestart,
+        HookKind::CreateRuntime,
+        HookKind::CreateContainer,
+        HookKind::StartContainer,
+        HookKind::Poststart,
+        HookKind::Poststop,
+    ];
+
     /// The spec's name for the hook point (also the span suffix).
     pub fn name(self) -> &'static str {
         match self {

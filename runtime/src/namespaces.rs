@@ -30,8 +30,9 @@ pub fn clone_flag(typ: LinuxNamespaceType) -> u64 {
 }
 
 /// The order namespaces are joined in: the user namespace first, since it
-/// decides what the process may do in the others.
-const JOIN_ORDER: [LinuxNamespaceType; 8] = [
+/// decides what the process may do in the others. It holds every type lucid
+/// makes or joins.
+pub const JOIN_ORDER: [LinuxNamespaceType; 8] = [
     LinuxNamespaceType::User,
     LinuxNamespaceType::Ipc,
     LinuxNamespaceType::Uts,

@@ -175,6 +175,107 @@ fn flag_bits(flags: &[LinuxSeccompFilterFlag]) -> u32 {
         .fold(0, |acc, bit| acc | bit)
 }
 
+/// Every action [`action`] turns into libseccomp's (what `lucid features` claims).
+pub const ACTIONS: [LinuxSeccompAction; 9] = [
+    LinuxSeccompAction::ScmpActAllow,
+    LinuxSeccompAction::ScmpActErrno,
+    LinuxSeccompAction::ScmpActKill,
+    LinuxSeccompAction::ScmpActKillProcess,
+    LinuxSeccompAction::ScmpActKillThread,
+    LinuxSeccompAction::ScmpActLog,
+    LinuxSeccompAction::ScmpActNotify,
+    LinuxSeccompAction::ScmpActTrace,
+    LinuxSeccompAction::ScmpActTrap,
+];
+
+/// Every operator [`operator`] handles.
+pub const OPERATORS: [LinuxSeccompOperator; 7] = [
+    LinuxSeccompOperator::ScmpCmpEq,
+    LinuxSeccompOperator::ScmpCmpGe,
+    LinuxSeccompOperator::ScmpCmpGt,
+    LinuxSeccompOperator::ScmpCmpLe,
+    LinuxSeccompOperator::ScmpCmpLt,
+    LinuxSeccompOperator::ScmpCmpMaskedEq,
+    LinuxSeccompOperator::ScmpCmpNe,
+];
+
+/// Every architecture [`arch`] maps; [`supported_arches`] keeps those the
+/// installed libseccomp can add to a filter for this host.
+pub const ARCHES: [Arch; 23] = [
+    Arch::ScmpArchX86,
+    Arch::ScmpArchX86_64,
+    Arch::ScmpArchX32,
+    Arch::ScmpArchArm,
+    Arch::ScmpArchAarch64,
+    Arch::ScmpArchMips,
+    Arch::ScmpArchMips64,
+    Arch::ScmpArchMips64n32,
+    Arch::ScmpArchMipsel,
+    Arch::ScmpArchMipsel64,
+    Arch::ScmpArchMipsel64n32,
+    Arch::ScmpArchPpc,
+    Arch::ScmpArchPpc64,
+    Arch::ScmpArchPpc64le,
+    Arch::ScmpArchS390,
+    Arch::ScmpArchS390x,
+    Arch::ScmpArchParisc,
+    Arch::ScmpArchParisc64,
+    Arch::ScmpArchRiscv64,
+    Arch::ScmpArchLoongarch64,
+    Arch::ScmpArchM68k,
+    Arch::ScmpArchSh,
+    Arch::ScmpArchSheb,
+];
+
+/// Every filter flag [`flag_bits`] maps.
+pub const FLAGS: [LinuxSeccompFilterFlag; 4] = [
+    LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
+    LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+    LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+    LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+];
+
+/// The architectures of [`ARCHES`] the installed libseccomp can add to a
+/// filter beside this host's own (not those of the other byte order).
+pub fn supported_arches() -> Vec<Arch> {
+    ARCHES
+        .into_iter()
+        .filter(|a| {
+            ScmpFilterContext::new(ScmpAction::Allow)
+                .and_then(|mut ctx| ctx.add_arch(arch(*a)).map(|_| ()))
+                .is_ok()
+        })
+        .collect()
+}
+
+/// The flags of [`FLAGS`] this kernel accepts, probed as runc and libseccomp
+/// do: `seccomp(SECCOMP_SET_MODE_FILTER, flag, NULL)` fails with `EFAULT`
+/// (the missing program) for a known flag and `EINVAL` for an unknown one, and
+/// installs nothing either way.
+pub fn supported_flags() -> Vec<LinuxSeccompFilterFlag> {
+    FLAGS
+        .into_iter()
+        .filter(|flag| {
+            let mut bits = flag_bits(&[*flag]);
+            // The kernel takes this one only beside a listener.
+            if bits == SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV {
+                bits |= SECCOMP_FILTER_FLAG_NEW_LISTENER;
+            }
+            // SAFETY: a NULL program is never read: the call fails before
+            // installing anything (EFAULT), or on the flags (EINVAL).
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    SECCOMP_SET_MODE_FILTER,
+                    bits as libc::c_ulong,
+                    std::ptr::null::<libc::sock_fprog>(),
+                )
+            };
+            ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+        })
+        .collect()
+}
+
 /// Syscalls the process itself makes after loading the filter and before
 /// the listener has the notify fd: notifying one of them would hang it.
 const NOT_NOTIFIABLE: &[&str] = &["sendmsg"];

@@ -400,38 +400,59 @@ fn validate_hooks(spec: &Spec) -> Result<(), SpecError> {
 /// Fields the spec defines that this version of lucid cannot honour. Each is
 /// refused with its name rather than silently ignored.
 fn reject_unsupported(spec: &Spec) -> Result<(), SpecError> {
-    let refuse = |field: &str| {
-        Err(invalid(
-            field,
+    match UNSUPPORTED_FIELDS.iter().find(|(_, set)| set(spec)) {
+        Some((field, _)) => Err(invalid(
+            *field,
             "is not supported by this version of lucid: remove it from the bundle",
-        ))
-    };
-    if let Some(process) = spec.process() {
-        if process.io_priority().is_some() {
-            return refuse("process.ioPriority");
-        }
-        if process.scheduler().is_some() {
-            return refuse("process.scheduler");
-        }
-        if process.exec_cpu_affinity().is_some() {
-            return refuse("process.execCPUAffinity");
-        }
+        )),
+        None => Ok(()),
     }
-    if let Some(linux) = spec.linux() {
-        if linux.intel_rdt().is_some() {
-            return refuse("linux.intelRdt");
-        }
-        if linux.personality().is_some() {
-            return refuse("linux.personality");
-        }
-        if linux.memory_policy().is_some() {
-            return refuse("linux.memoryPolicy");
-        }
-        if linux.net_devices().is_some() {
-            return refuse("linux.netDevices");
-        }
-    }
-    Ok(())
+}
+
+/// Whether a spec sets one field.
+type FieldSet = fn(&Spec) -> bool;
+
+/// The spec fields lucid refuses, each with its test (`lucid features`
+/// reports these as not enabled).
+pub const UNSUPPORTED_FIELDS: &[(&str, FieldSet)] = &[
+    ("process.ioPriority", |s| {
+        s.process()
+            .as_ref()
+            .is_some_and(|p| p.io_priority().is_some())
+    }),
+    ("process.scheduler", |s| {
+        s.process()
+            .as_ref()
+            .is_some_and(|p| p.scheduler().is_some())
+    }),
+    ("process.execCPUAffinity", |s| {
+        s.process()
+            .as_ref()
+            .is_some_and(|p| p.exec_cpu_affinity().is_some())
+    }),
+    ("linux.intelRdt", |s| {
+        s.linux().as_ref().is_some_and(|l| l.intel_rdt().is_some())
+    }),
+    ("linux.personality", |s| {
+        s.linux()
+            .as_ref()
+            .is_some_and(|l| l.personality().is_some())
+    }),
+    ("linux.memoryPolicy", |s| {
+        s.linux()
+            .as_ref()
+            .is_some_and(|l| l.memory_policy().is_some())
+    }),
+    ("linux.netDevices", |s| {
+        s.linux()
+            .as_ref()
+            .is_some_and(|l| l.net_devices().is_some())
+    }),
+];
+
+/// Whether lucid implements a spec field (false for [`UNSUPPORTED_FIELDS`]).
+pub fn field_supported(field: &str) -> bool {
+    !UNSUPPORTED_FIELDS.iter().any(|(f, _)| *f == field)
 }
 
 /// runc's default `config.json`, with `hostname` "lucid".

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod clients;
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod taskstats;

@@ -9,13 +9,17 @@ use anyhow::{Context, Result};
 use crate::shell;
 
 /// Debian packages: libseccomp for seccomp, busybox-static for test
-/// rootfses, runc and crun as benchmark peers.
+/// rootfses, runc and crun as benchmark peers, podman (with conmon) and
+/// containerd (with ctr and the runc shim) as the clients the tests run
+/// lucid under.
 pub const APT_PACKAGES: &[&str] = &[
     "libseccomp-dev",
     "pkg-config",
     "busybox-static",
     "runc",
     "crun",
+    "podman",
+    "containerd",
 ];
 
 fn installed(package: &str) -> bool {

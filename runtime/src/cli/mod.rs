@@ -284,6 +284,8 @@ pub enum Command {
         /// The container ID.
         id: String,
     },
+    /// Print what this runtime implements, as runc's `features` JSON.
+    Features,
     /// Write a default config.json for a bundle.
     Spec {
         /// The bundle directory to write it in.
@@ -361,7 +363,6 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<container::exec::ExecOptions> 
         Some(file) => {
             let changed: Vec<&str> = [
                 ("a command", !args.command.is_empty()),
-                ("--tty", args.tty),
                 ("--cwd", args.cwd.is_some()),
                 ("--env", !args.env.is_empty()),
                 ("--user", args.user.is_some()),
@@ -381,7 +382,12 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<container::exec::ExecOptions> 
                     changed.join(", ")
                 );
             }
-            ExecProcess::File(file)
+            // runc takes the terminal from the file; podman passes --tty
+            // beside it, which the file must then agree with.
+            ExecProcess::File {
+                path: file,
+                tty: args.tty,
+            }
         }
         None => ExecProcess::Flags(ProcessFlags {
             args: args.command,
@@ -569,6 +575,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             print(&text)?;
         }
+        Command::Features => {
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&crate::features::features())?
+            ))?;
+        }
         Command::Spec { bundle, rootless } => {
             crate::spec::write_template(&bundle, rootless)?;
         }
@@ -646,13 +658,27 @@ mod tests {
 
     #[test]
     fn exec_process_file_excludes_the_flags_it_replaces() {
+        let cli = Cli::try_parse_from(["lucid", "exec", "--process", "p.json", "--cwd", "/", "c1"])
+            .unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        let err = exec_options(args).unwrap_err().to_string();
+        assert!(err.contains("--cwd"), "{err}");
+    }
+
+    #[test]
+    fn exec_process_file_takes_tty_beside_it_as_podman_passes_it() {
         let cli =
             Cli::try_parse_from(["lucid", "exec", "--process", "p.json", "--tty", "c1"]).unwrap();
         let Command::Exec(args) = cli.command else {
             panic!("not exec")
         };
-        let err = exec_options(args).unwrap_err().to_string();
-        assert!(err.contains("--tty"), "{err}");
+        let options = exec_options(args).unwrap();
+        assert!(matches!(
+            options.process,
+            container::exec::ExecProcess::File { tty: true, .. }
+        ));
     }
 
     #[test]

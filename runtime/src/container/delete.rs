@@ -18,16 +18,31 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deletes the container.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let read = step(info_span!("state.read"), || -> Result<_> {
-        let dir = StateDir::open(root, id)?;
+        let dir = match StateDir::open(root, id) {
+            Ok(dir) => dir,
+            // As runc: a forced delete of what is already gone succeeds, so a
+            // client's clean-up after its own `delete` (containerd's shim does
+            // both) is not an error.
+            Err(StateError::NotFound(_)) if force => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let state = dir.read();
-        Ok((dir, state))
+        Ok(Some((dir, state)))
     })?;
-    let (dir, state) = read;
+    let Some((dir, state)) = read else {
+        return Ok(());
+    };
     let state = match state {
         Ok(state) => state,
-        // Nothing can be learned from a corrupt state; --force still removes it.
+        // Nothing can be learned from a corrupt state, nor from a directory
+        // whose create was killed before its first state.json; --force still
+        // removes it.
         Err(e @ StateError::Corrupt { .. }) if force => {
             log::warn!("{e}");
+            dir.remove()?;
+            return Ok(());
+        }
+        Err(StateError::NotFound(_)) if force => {
             dir.remove()?;
             return Ok(());
         }

@@ -96,8 +96,14 @@ pub struct ProcessFlags {
 /// Which process `exec` runs.
 #[derive(Debug, Clone)]
 pub enum ExecProcess {
-    /// `--process FILE`: an OCI process.json.
-    File(PathBuf),
+    /// `--process FILE`: an OCI process.json. `tty` is `--tty` given beside
+    /// it (as podman does), which the file's `terminal` must then agree with.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// `--tty` was given too.
+        tty: bool,
+    },
     /// The container's process, changed by flags.
     Flags(ProcessFlags),
 }
@@ -267,16 +273,26 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
     }
     let container_process = state.config.process().clone().unwrap_or_default();
     let (mut process, origin) = match &options.process {
-        ExecProcess::File(path) => (
-            from_file(&container_process, path)?,
-            format!("--process {}", path.display()),
-        ),
+        ExecProcess::File { path, tty } => {
+            let process = from_file(&container_process, path)?;
+            if *tty && process.terminal() != Some(true) {
+                return Err(ExecError::Flag {
+                    flag: "--tty",
+                    reason: format!(
+                        "--process {} has no terminal: set \"terminal\": true in it, or drop --tty",
+                        path.display()
+                    ),
+                }
+                .into());
+            }
+            (process, format!("--process {}", path.display()))
+        }
         ExecProcess::Flags(flags) => (from_flags(&container_process, flags)?, "exec".to_owned()),
     };
     // Fields of a process file are named from its top; flags change the
     // container's `process`.
     let prefix = match options.process {
-        ExecProcess::File(_) => "",
+        ExecProcess::File { .. } => "",
         ExecProcess::Flags(_) => "process",
     };
     crate::spec::check_process(&process, prefix).map_err(|e| match e {

@@ -20,17 +20,24 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
             what: "container not running".into(),
         });
     }
+    let cgroup = Cgroup::from_paths(&state.cgroup);
     if all {
-        Cgroup::from_paths(&state.cgroup).signal_all(signal)?;
-        return Ok(());
+        cgroup.signal_all(signal)?;
+    } else {
+        // SAFETY: kill(2) has no memory effects; the pid was checked to still be
+        // the container's init process (same start time) just above.
+        if unsafe { libc::kill(state.pid, signal) } != 0 {
+            return Err(Error::os(
+                format!("sending signal {signal} to init process {}", state.pid),
+                std::io::Error::last_os_error(),
+            ));
+        }
     }
-    // SAFETY: kill(2) has no memory effects; the pid was checked to still be
-    // the container's init process (same start time) just above.
-    if unsafe { libc::kill(state.pid, signal) } != 0 {
-        return Err(Error::os(
-            format!("sending signal {signal} to init process {}", state.pid),
-            std::io::Error::last_os_error(),
-        ));
+    // A frozen process cannot die: as runc does, a paused container is
+    // thawed once SIGKILL is sent (containerd's `task delete --force` and
+    // podman's `rm --force` of a paused container rely on it).
+    if status == Status::Paused && signal == libc::SIGKILL {
+        cgroup.thaw()?;
     }
     Ok(())
 }

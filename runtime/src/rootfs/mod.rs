@@ -11,7 +11,7 @@
 
 mod devices;
 mod mounts;
-mod options;
+pub mod options;
 mod resolve;
 
 use std::os::fd::{AsFd, OwnedFd};

@@ -57,7 +57,7 @@ const CLEARS: &[(&str, MsFlags)] = &[
 ];
 
 /// Options that the spec or runc define and lucid does not implement.
-const UNSUPPORTED: &[&str] = &[
+pub const UNSUPPORTED: &[&str] = &[
     "idmap",
     "ridmap",
     "tmpcopyup",
@@ -83,19 +83,37 @@ const UNSUPPORTED: &[&str] = &[
     "symfollow",
 ];
 
+/// Propagation options.
+const PROPAGATIONS: &[(&str, MsFlags)] = &[
+    ("private", MsFlags::MS_PRIVATE),
+    ("rprivate", MsFlags::MS_PRIVATE.union(MsFlags::MS_REC)),
+    ("shared", MsFlags::MS_SHARED),
+    ("rshared", MsFlags::MS_SHARED.union(MsFlags::MS_REC)),
+    ("slave", MsFlags::MS_SLAVE),
+    ("rslave", MsFlags::MS_SLAVE.union(MsFlags::MS_REC)),
+    ("unbindable", MsFlags::MS_UNBINDABLE),
+    ("runbindable", MsFlags::MS_UNBINDABLE.union(MsFlags::MS_REC)),
+];
+
 /// The propagation flag of a propagation name (`rslave`, `private`, …).
 pub fn propagation_flag(name: &str) -> Option<MsFlags> {
-    Some(match name {
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        _ => return None,
-    })
+    PROPAGATIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, flag)| *flag)
+}
+
+/// Every option lucid recognizes (flags set or cleared, propagation), sorted;
+/// anything else but [`UNSUPPORTED`] is passed to the filesystem as data.
+pub fn known() -> Vec<&'static str> {
+    let mut names: Vec<&str> = SETS
+        .iter()
+        .chain(CLEARS)
+        .chain(PROPAGATIONS)
+        .map(|(name, _)| *name)
+        .collect();
+    names.sort_unstable();
+    names
 }
 
 impl MountPlan {

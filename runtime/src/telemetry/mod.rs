@@ -181,6 +181,11 @@ struct Command {
     /// The container's life ended in this command (it was destroyed): its
     /// root span ends with the command's, with the init pid it had.
     ended: Option<(ContainerTrace, i32)>,
+    /// The command found no container (no state directory): it records
+    /// nothing, or its lone trace would hide the last container of that ID
+    /// from `lucid trace` (containerd's shim runs `delete --force` after
+    /// `delete`, podman's clean-up may delete twice).
+    no_container: bool,
 }
 
 static ACTIVE: OnceLock<Active> = OnceLock::new();
@@ -291,12 +296,16 @@ pub fn begin_command(root: &Path, name: &'static str, container: &str, join: Joi
         return;
     };
     let start_ns = time_ns(active.process_start);
+    let mut no_container = false;
     let (trace, began_trace) = match join {
         Join::New => (new_trace(active, start_ns), true),
         Join::Saved => match saved_trace(root, container) {
             Some(trace) => (trace, false),
             // No readable trace: this command's spans stand alone.
-            None => (new_trace_without_caller(active, start_ns), false),
+            None => {
+                no_container = !root.join(container).exists();
+                (new_trace_without_caller(active, start_ns), false)
+            }
         },
     };
     let root_cx = trace
@@ -334,6 +343,7 @@ pub fn begin_command(root: &Path, name: &'static str, container: &str, join: Joi
             trace,
             began_trace,
             ended: None,
+            no_container,
         })
     });
 }
@@ -622,6 +632,11 @@ pub fn finish(error: Option<&str>) {
     let Some(command) = COMMAND.with(|c| c.borrow_mut().take()) else {
         return;
     };
+    if command.no_container && command.ended.is_none() {
+        drop(active.collected.take());
+        let _ = active.provider.shutdown_with_timeout(Duration::ZERO);
+        return;
+    }
     // Encode what has finished while the command's span still runs, so the
     // span accounts for it; only its own end and the root span are left.
     let mut batch = export::Batch::encode(active, active.collected.take());
