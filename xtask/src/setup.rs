@@ -20,6 +20,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "crun",
     "podman",
     "containerd",
+    "uidmap",
 ];
 
 fn installed(package: &str) -> bool {
