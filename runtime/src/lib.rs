@@ -11,6 +11,7 @@ pub mod cli;
 pub mod container;
 pub mod ebpf;
 pub mod error;
+pub mod exe;
 pub mod foreground;
 pub mod hooks;
 pub mod logging;

@@ -5,7 +5,7 @@
 //! A process `exec` starts goes the same way, always through an intermediate
 //! process (it joins a pid namespace), and is waited for until it has exec'd.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 
@@ -95,6 +95,11 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         request.cgroup.unified_fd()
     };
     request.init.close_now.push(ours.raw_fd());
+    // The v2 cgroup's directory is the clone's argument only: the child must
+    // not hold a host directory (CVE-2024-21626).
+    if let Some(fd) = &cgroup_fd {
+        request.init.close_now.push(fd.as_raw_fd());
+    }
     // SAFETY: the runtime is single-threaded: it starts no threads.
     let cloned = unsafe { clone_process(flags, cgroup_fd.as_ref().map(|fd| fd.as_fd())) }
         .map_err(ProcessError::Clone)?;
