@@ -12,6 +12,7 @@ pub mod container;
 pub mod ebpf;
 pub mod error;
 pub mod exe;
+pub mod failpoint;
 pub mod foreground;
 pub mod hooks;
 pub mod logging;

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: lucid beside runc and crun, in one interleaved run.
 //!
 //! `core` times create + start + delete of a busybox `/bin/true` for each
-//! runtime, rotating the order every round, and reports medians, the ratio to
-//! crun and peak RSS. Every runtime runs in the same private mount namespace,
+//! runtime (lucid also with each binary-protection method and without one),
+//! rotating the order every round, and reports medians, the ratio to crun
+//! and peak RSS. Every runtime runs in the same private mount namespace,
 //! where /sys/fs/cgroup/unified/cgroup.controllers reads empty: Debian's crun
 //! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark,
 //! `exporter` the scrape benchmark with 500 tracked containers.
@@ -117,6 +118,24 @@ fn core(rounds: usize) -> Result<()> {
             name: "lucid".into(),
             bin: lucid.clone(),
             env: Vec::new(),
+        },
+        // Binary protection (CVE-2019-5736): the default re-execs from a
+        // read-only overlay; the alternatives and no protection at all, to
+        // price each (docs/security.md).
+        Contender {
+            name: "lucid (exe: memfd)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_EXE_PROTECTION".into(), "memfd".into())],
+        },
+        Contender {
+            name: "lucid (exe: bind)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_EXE_PROTECTION".into(), "bind".into())],
+        },
+        Contender {
+            name: "lucid (exe: none)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_EXE_PROTECTION".into(), "none".into())],
         },
         // The same, placing the init process through cgroup.procs instead of
         // clone3(CLONE_INTO_CGROUP).

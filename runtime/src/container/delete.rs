@@ -23,11 +23,20 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Ok((dir, state))
     })?;
     let (dir, state) = read;
+    crate::failpoint::hit("delete.state-read");
     let state = match state {
         Ok(state) => state,
         // Nothing can be learned from a corrupt state; --force still removes it.
         Err(e @ StateError::Corrupt { .. }) if force => {
             log::warn!("{e}");
+            dir.remove()?;
+            return Ok(());
+        }
+        // A `create` killed before its first state write: `create` writes the
+        // state (with the cgroup paths) before making anything else, so the
+        // directory is all there is.
+        Err(StateError::NotFound(_)) if force => {
+            log::debug!("{id} has a state directory without a state file: removing it");
             dir.remove()?;
             return Ok(());
         }
@@ -78,11 +87,21 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
         }
         Ok(())
     })?;
+    crate::failpoint::hit("delete.killed");
+    // A `create` killed between registering the cgroup with the eBPF
+    // programs and recording it left no registration in the state: find it
+    // by the cgroup's id while the cgroup still exists.
+    let unrecorded = match &state.ebpf {
+        Some(_) => None,
+        None => crate::ebpf::unrecorded_registration(state.cgroup.unified.as_deref()),
+    };
     step(info_span!("cgroup.remove"), || cgroup.remove())?;
-    if let Some(registration) = &state.ebpf {
+    crate::failpoint::hit("delete.cgroup-removed");
+    if let Some(registration) = state.ebpf.as_ref().or(unrecorded.as_ref()) {
         let _span = info_span!("ebpf.detach").entered();
         crate::ebpf::detach(registration);
     }
+    crate::failpoint::hit("delete.ebpf-detached");
     step(info_span!("state.remove"), || dir.remove())?;
     let hook_state = HookState {
         oci_version: &state.oci_version,

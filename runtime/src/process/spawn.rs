@@ -119,6 +119,9 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         } => (pid, pidfd, in_cgroup),
     };
     drop(theirs);
+    if !exec {
+        crate::failpoint::hit("create.init-cloned");
+    }
     let mut guard = KillOnDrop {
         pids: vec![first_pid],
     };
@@ -159,6 +162,22 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         (first_pid, first_pidfd)
     };
     (request.on_pid)(pid.as_raw());
+    if let Some(container) = &request.init.container {
+        // Mid-mounts: once the init process has made the first spec mount.
+        if let Some(first) = request.init.spec.mounts().iter().flatten().next() {
+            let target = container.rootfs.join(
+                first
+                    .destination()
+                    .strip_prefix("/")
+                    .unwrap_or(first.destination()),
+            );
+            let needle = format!(" {} ", target.display());
+            crate::failpoint::kill_when("create.mounts", || {
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                    .is_ok_and(|m| m.contains(&needle))
+            });
+        }
+    }
     let phases = loop {
         // A closed or reset channel means the init process died: say how.
         let message = ours
