@@ -34,6 +34,7 @@
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 /// The variable forcing a method: `overlay`, `memfd`, `bind` or `none`.
@@ -277,10 +278,14 @@ fn overlay(exe: &Path, state_root: &Path) -> Result<OwnedFd, ExeError> {
         }
     };
     let lower = state_root.join(LOWER_DIR);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .create(&lower)
-        .map_err(step_err(m, format!("making {}", lower.display())))?;
+    // The state root gets the mode `StateDir::create` gives it.
+    for (dir, mode) in [(state_root, 0o711), (lower.as_path(), 0o700)] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .map_err(step_err(m, format!("making {}", dir.display())))?;
+    }
     // SAFETY: fsopen reads a NUL-terminated name.
     let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
         .map_err(step_err(m, "fsopen overlay"))?;
