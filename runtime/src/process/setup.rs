@@ -469,6 +469,11 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf, String> {
         .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(arg0))
         .find(|candidate| executable(candidate))
         .ok_or_else(|| format!("exec: {arg0:?}: executable file not found in $PATH"))
+        .and_then(|found| {
+            no_magic_links(&found)
+                .map(|()| found.clone())
+                .map_err(|why| format!("exec: {}: {why}", found.display()))
+        })
 }
 
 /// Refuses a program path that resolves through a `/proc` magic link: until
@@ -625,5 +630,16 @@ mod tests {
         let env = environment(&process);
         assert!(env.contains(&"A=b".to_owned()));
         assert!(env.iter().any(|v| v.starts_with("HOME=")));
+    }
+
+    #[test]
+    fn programs_through_proc_magic_links_are_refused() {
+        // /proc/self/cwd is a magic link, as /proc/self/fd/N is.
+        let err = find_executable("/proc/self/cwd/x", &[]).unwrap_err();
+        assert!(err.contains("magic link"), "{err}");
+        let env = vec!["PATH=/proc/self/root/bin".to_owned()];
+        let err = find_executable("sh", &env).unwrap_err();
+        assert!(err.contains("magic link"), "{err}");
+        find_executable("sh", &["PATH=/bin".to_owned()]).unwrap();
     }
 }
