@@ -417,6 +417,14 @@ fn exec_cwds_and_dotdot_never_reach_the_host() {
         ["0", "1", "2"],
         "the init process holds more than stdio"
     );
+    // `; true` keeps the shell from exec'ing ls, so $$ is the shell itself.
+    let fds = rt.ok(&["exec", &id, "sh", "-c", "ls /proc/$$/fd; true"]);
+    let fds: Vec<&str> = fds.split_whitespace().collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "an exec'd process holds more than stdio"
+    );
     rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&rt, &id, bundle.path());
 }
