@@ -240,6 +240,29 @@ pub fn detach(registration: &Registration) {
     }
 }
 
+/// The registration of the v2 cgroup `cgroup_dir` under the pin root, if it
+/// is registered without the state saying so (a `create` killed between
+/// `Programs::register` and the state write). The cgroup's id is its
+/// directory's inode number.
+pub fn unrecorded_registration(cgroup_dir: Option<&Path>) -> Option<Registration> {
+    use std::os::unix::fs::MetadataExt;
+    let cgroup_id = std::fs::metadata(cgroup_dir?).ok()?.ino();
+    let pin_root = pin_root();
+    let programs = Programs::open(&pin_root).ok()?;
+    let registered = programs
+        .registered()
+        .ok()?
+        .into_iter()
+        .find(|r| r.cgroup_id == cgroup_id)?;
+    log::debug!("cgroup {cgroup_id} is registered with the eBPF programs but not in the state: detaching it");
+    Some(Registration {
+        pin_root,
+        cgroup_id,
+        syscall_latency: registered.syscall_latency,
+        devices: registered.devices,
+    })
+}
+
 /// The container's syscall table.
 pub fn syscalls(
     id: &str,

@@ -11,6 +11,8 @@ pub mod cli;
 pub mod container;
 pub mod ebpf;
 pub mod error;
+pub mod exe;
+pub mod failpoint;
 pub mod features;
 pub mod foreground;
 pub mod hooks;

@@ -74,6 +74,8 @@ pub struct Runtime {
     root: tempfile::TempDir,
     pin_root: PathBuf,
     prefix: Vec<String>,
+    bin: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for Runtime {
@@ -97,7 +99,19 @@ impl Runtime {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             )),
             prefix: Vec::new(),
+            bin: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Runs `bin` instead of [`lucid_bin`] (a copy a test may see attacked).
+    pub fn set_bin(&mut self, bin: &Path) {
+        self.bin = Some(bin.to_path_buf());
+    }
+
+    /// Sets an environment variable for every `lucid` command.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// A runtime whose every `lucid` command runs inside `view` (a pure
@@ -126,16 +140,18 @@ impl Runtime {
 
     /// A `lucid` command with `--root` set.
     pub fn command(&self) -> Command {
+        let bin = self.bin.clone().unwrap_or_else(lucid_bin);
         let mut command = match self.prefix.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(lucid_bin());
+                c.args(args).arg(bin);
                 c
             }
-            None => Command::new(lucid_bin()),
+            None => Command::new(bin),
         };
         command.arg("--root").arg(self.root());
         command.env("LUCID_EBPF_PIN_ROOT", &self.pin_root);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -221,6 +237,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // Clean up with the build's own binary: a test's may be broken.
+        self.bin = None;
         for id in self.ids() {
             let _ = self.lucid(&["delete", "--force", &id]);
         }

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: lucid beside runc and crun, in one interleaved run.
 //!
 //! `core` times create + start + delete of a busybox `/bin/true` for each
-//! runtime, rotating the order every round, and reports medians, the ratio to
-//! crun and peak RSS. Every runtime runs in the same private mount namespace,
+//! runtime (lucid also with each binary-protection method and without one),
+//! rotating the order every round, and reports medians, the ratio to crun
+//! and peak RSS. Every runtime runs in the same private mount namespace,
 //! where /sys/fs/cgroup/unified/cgroup.controllers reads empty: Debian's crun
 //! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark,
 //! `exporter` the scrape benchmark with 500 tracked containers.
@@ -103,7 +104,8 @@ pub fn run(args: &[String]) -> Result<()> {
             )
         }
         "telemetry" => telemetry::run(rounds),
-        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter, telemetry)"),
+        "exe" => exe(rounds),
+        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter, telemetry, exe)"),
     }
 }
 
@@ -117,6 +119,24 @@ fn core(rounds: usize) -> Result<()> {
             name: "lucid".into(),
             bin: lucid.clone(),
             env: Vec::new(),
+        },
+        // Binary protection (CVE-2019-5736): the default re-execs from a
+        // read-only overlay; the alternatives and no protection at all, to
+        // price each (docs/security.md).
+        Contender {
+            name: "lucid (exe: memfd)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_EXE_PROTECTION".into(), "memfd".into())],
+        },
+        Contender {
+            name: "lucid (exe: bind)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_EXE_PROTECTION".into(), "bind".into())],
+        },
+        Contender {
+            name: "lucid (exe: none)".into(),
+            bin: lucid.clone(),
+            env: vec![("LUCID_EXE_PROTECTION".into(), "none".into())],
         },
         // The same, placing the init process through cgroup.procs instead of
         // clone3(CLONE_INTO_CGROUP).
@@ -140,6 +160,56 @@ fn core(rounds: usize) -> Result<()> {
     let bundle = Bundle::new(&lucid, "bench", &["/bin/true"])?;
     let results = interleave(&contenders, &bundle, rounds)?;
     report(&contenders, &results, rounds);
+    Ok(())
+}
+
+/// The start-up cost of each binary-protection method alone: `lucid exec`
+/// of a container that does not exist re-execs from the protected image,
+/// looks the state up and fails, so the difference to `none` is the
+/// protection. Interleaved, `rounds` runs per method.
+fn exe(rounds: usize) -> Result<()> {
+    shell::require_root("the binary-protection benchmark")?;
+    shell::run("cargo", &["build", "--release", "-p", "lucid"])?;
+    let lucid = shell::workspace().join("target/release/lucid");
+    let root = std::env::temp_dir().join(format!("lucid-bench-exe-{}", std::process::id()));
+    let methods = ["none", "overlay", "bind", "memfd"];
+    let args: Vec<OsString> = vec![
+        "--root".into(),
+        root.clone().into(),
+        "exec".into(),
+        "no-such-container".into(),
+        "true".into(),
+    ];
+    let mut ms: Vec<Vec<f64>> = methods.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in 0..methods.len() {
+            let i = (round + k) % methods.len();
+            let env = [("LUCID_EXE_PROTECTION".to_owned(), methods[i].to_owned())];
+            let (time, _, _) = timed(&lucid, &env, &args)?;
+            ms[i].push(time.as_secs_f64() * 1e3);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let size = std::fs::metadata(&lucid)?.len() as f64 / (1024.0 * 1024.0);
+    println!("\nlucid start-up with each binary protection ({rounds} interleaved runs each; the binary is {size:.1} MiB)");
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>12}",
+        "method", "median ms", "p10 ms", "p90 ms", "vs none ms"
+    );
+    let mut none = 0.0;
+    for (method, mut v) in methods.iter().zip(ms) {
+        v.sort_by(f64::total_cmp);
+        let median = percentile(&v, 0.5);
+        if *method == "none" {
+            none = median;
+        }
+        println!(
+            "{method:<10} {median:>10.2} {:>10.2} {:>10.2} {:>+12.2}",
+            percentile(&v, 0.1),
+            percentile(&v, 0.9),
+            median - none
+        );
+    }
     Ok(())
 }
 

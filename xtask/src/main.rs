@@ -4,7 +4,8 @@
 //!   components, the eBPF toolchain), skipping what is there.
 //! - `ci`: setup, then formatting, clippy, build and every test (as root).
 //! - `demo`: setup, build, run a busybox container and show what lucid shows.
-//! - `bench [core|ebpf|exporter]`: benchmarks (the core one beside runc and crun).
+//! - `bench [core|ebpf|exporter|telemetry|exe]`: benchmarks (the core one beside runc and crun;
+//!   `exe` prices each binary protection at start-up).
 
 mod bench;
 mod bundle;
@@ -15,7 +16,8 @@ mod shell;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter] [--rounds N]>";
+const USAGE: &str =
+    "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -448,6 +448,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         bail!("--systemd-cgroup is not supported: lucid has no systemd cgroup driver; configure the caller to use cgroupfs");
     }
     let root = state_root(cli.root);
+    crate::failpoint::check_env().map_err(anyhow::Error::msg)?;
+    // Commands that start a process in a container first re-exec lucid from
+    // an image the container cannot write (CVE-2019-5736; see `exe`).
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) {
+        crate::exe::ensure_protected(&root)?;
+    }
     match cli.command {
         Command::Create(args) => {
             telemetry::begin_command(&root, "create", &args.id, Join::New);

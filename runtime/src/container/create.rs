@@ -336,10 +336,12 @@ pub(crate) fn create_attached(
     state.cgroup = cgroup.paths().clone();
     let fifo = step(info_span!("state.create"), || -> Result<OwnedFd> {
         cleanup.dir = Some(StateDir::create(root, &options.id)?);
+        crate::failpoint::hit("create.state-dir");
         let dir = cleanup.dir.as_ref().expect("set just above");
         dir.write(&state)?;
         make_exec_fifo(dir, &spec)
     })?;
+    crate::failpoint::hit("create.state-written");
     let dir = cleanup.dir.as_ref().expect("set by state.create");
     cleanup.cgroup = Some(cgroup.clone());
     let delegated = match step(info_span!("cgroup.create"), || cgroup.create(&spec)) {
@@ -371,6 +373,7 @@ pub(crate) fn create_attached(
         Err(e) => return Err(e.into()),
     };
     state.cgroup = cgroup.paths().clone();
+    crate::failpoint::hit("create.cgroup");
     if delegated {
         // ebpf.attach: before any process exists, so the device filter (where
         // it is the only one) is in place before the container could open a device.
@@ -387,6 +390,7 @@ pub(crate) fn create_attached(
         cleanup.ebpf = registration.clone();
         state.ebpf = registration;
     }
+    crate::failpoint::hit("create.ebpf");
     dir.write(&state)?;
     let cgroup_mounts = cgroup.mount_sources();
     let mut close_now = vec![dir.lock_fd()];
@@ -468,6 +472,7 @@ pub(crate) fn create_attached(
     drop(console_socket);
     cleanup.pid = spawned_pid;
     let spawned = result?;
+    crate::failpoint::hit("create.ready");
     if let Some(socket) = &pidfd_socket {
         send_pidfd(socket, spawned.pidfd.as_ref(), "standard")?;
     }

@@ -32,6 +32,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let Some((dir, state)) = read else {
         return Ok(());
     };
+    crate::failpoint::hit("delete.state-read");
     let state = match state {
         Ok(state) => state,
         // Nothing can be learned from a corrupt state, nor from a directory
@@ -42,7 +43,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             dir.remove()?;
             return Ok(());
         }
+        // A `create` killed before its first state write: `create` writes the
+        // state (with the cgroup paths) before making anything else, so the
+        // directory is all there is.
         Err(StateError::NotFound(_)) if force => {
+            log::debug!("{id} has a state directory without a state file: removing it");
             dir.remove()?;
             return Ok(());
         }
@@ -93,11 +98,21 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
         }
         Ok(())
     })?;
+    crate::failpoint::hit("delete.killed");
+    // A `create` killed between registering the cgroup with the eBPF
+    // programs and recording it left no registration in the state: find it
+    // by the cgroup's id while the cgroup still exists.
+    let unrecorded = match &state.ebpf {
+        Some(_) => None,
+        None => crate::ebpf::unrecorded_registration(state.cgroup.unified.as_deref()),
+    };
     step(info_span!("cgroup.remove"), || cgroup.remove())?;
-    if let Some(registration) = &state.ebpf {
+    crate::failpoint::hit("delete.cgroup-removed");
+    if let Some(registration) = state.ebpf.as_ref().or(unrecorded.as_ref()) {
         let _span = info_span!("ebpf.detach").entered();
         crate::ebpf::detach(registration);
     }
+    crate::failpoint::hit("delete.ebpf-detached");
     step(info_span!("state.remove"), || dir.remove())?;
     let hook_state = HookState {
         oci_version: &state.oci_version,

@@ -24,6 +24,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         let state = dir.read()?;
         Ok((dir, state))
     })?;
+    crate::failpoint::hit("start.state-read");
     let status = super::current_status(root, &state);
     if status != Status::Created {
         let what = match status {
@@ -51,6 +52,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     };
     crate::telemetry::record_phases(&phases);
     result?;
+    crate::failpoint::hit("start.released");
     state.status = Status::Running;
     step(info_span!("state.write"), || dir.write(&state))?;
     let hook_state = HookState {

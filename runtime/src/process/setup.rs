@@ -344,9 +344,42 @@ pub fn apply_identity(process: &Process, caps: &CapabilitySets, keep: u64) -> Re
     }
     // SAFETY: prctl with integer arguments has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    let cwd = process.cwd();
-    std::env::set_current_dir(cwd).map_err(|e| format!("process.cwd {}: {e}", cwd.display()))?;
+    enter_cwd(process.cwd())?;
     caps.apply(keep)
+}
+
+/// Enters `process.cwd` inside the process's root, and checks that it is
+/// (CVE-2024-21626): the path is resolved with `RESOLVE_IN_ROOT` (`..` stops
+/// at the root) and without magic links, so a `/proc/self/fd/N` naming a
+/// descriptor of the runtime's is refused; then `getcwd` must name a path
+/// under the root (the kernel reports a cwd outside it as unreachable).
+pub fn enter_cwd(cwd: &Path) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let fail = |what: &str| format!("process.cwd {}: {what}", cwd.display());
+    let root = nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail(&format!("opening the root: {e}")))?;
+    let dir = crate::rootfs::open_in_root(root.as_fd(), cwd, crate::rootfs::Create::Nothing)
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => fail(
+                "it resolves through a /proc magic link (or a symlink loop), which could lead out of the container: refused",
+            ),
+            e => fail(&e.to_string()),
+        })?;
+    nix::unistd::fchdir(&dir).map_err(|e| fail(&e.to_string()))?;
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    // SAFETY: getcwd writes at most buf.len() bytes into our buffer.
+    let ret = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if ret.is_null() || buf[0] != b'/' {
+        return Err(fail(&format!(
+            "the working directory is outside the container's root ({}): refused",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// Hands a pty the process got as its stdio to the process's user, so it can
@@ -416,6 +449,7 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf, String> {
         |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file();
     if arg0.contains('/') {
         let path = PathBuf::from(arg0);
+        no_magic_links(&path).map_err(|why| format!("exec: {arg0:?}: {why}"))?;
         if executable(&path) {
             return Ok(path);
         }
@@ -435,6 +469,30 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf, String> {
         .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(arg0))
         .find(|candidate| executable(candidate))
         .ok_or_else(|| format!("exec: {arg0:?}: executable file not found in $PATH"))
+        .and_then(|found| {
+            no_magic_links(&found)
+                .map(|()| found.clone())
+                .map_err(|why| format!("exec: {}: {why}", found.display()))
+        })
+}
+
+/// Refuses a program path that resolves through a `/proc` magic link: until
+/// exec the process still holds runtime descriptors, and
+/// `/proc/self/fd/N/..` could lead from one of them to the host
+/// (CVE-2024-21626). A missing path is left to the caller's own error.
+fn no_magic_links(path: &Path) -> Result<(), String> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(nix::fcntl::AT_FDCWD, path, how) {
+        Ok(_) | Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::EACCES) => Ok(()),
+        Err(nix::errno::Errno::ELOOP) => Err(
+            "it resolves through a /proc magic link (or a symlink loop), which could lead out of the container: refused"
+                .to_owned(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Strings as C strings for execve; a NUL byte inside one is an error.
@@ -572,5 +630,16 @@ mod tests {
         let env = environment(&process);
         assert!(env.contains(&"A=b".to_owned()));
         assert!(env.iter().any(|v| v.starts_with("HOME=")));
+    }
+
+    #[test]
+    fn programs_through_proc_magic_links_are_refused() {
+        // /proc/self/cwd is a magic link, as /proc/self/fd/N is.
+        let err = find_executable("/proc/self/cwd/x", &[]).unwrap_err();
+        assert!(err.contains("magic link"), "{err}");
+        let env = vec!["PATH=/proc/self/root/bin".to_owned()];
+        let err = find_executable("sh", &env).unwrap_err();
+        assert!(err.contains("magic link"), "{err}");
+        find_executable("sh", &["PATH=/bin".to_owned()]).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! A process `exec` starts goes the same way, always through an intermediate
 //! process (it joins a pid namespace), and is waited for until it has exec'd.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 
@@ -95,6 +95,11 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         request.cgroup.unified_fd()
     };
     request.init.close_now.push(ours.raw_fd());
+    // The v2 cgroup's directory is the clone's argument only: the child must
+    // not hold a host directory (CVE-2024-21626).
+    if let Some(fd) = &cgroup_fd {
+        request.init.close_now.push(fd.as_raw_fd());
+    }
     // SAFETY: the runtime is single-threaded: it starts no threads.
     let cloned = unsafe { clone_process(flags, cgroup_fd.as_ref().map(|fd| fd.as_fd())) }
         .map_err(ProcessError::Clone)?;
@@ -114,6 +119,9 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         } => (pid, pidfd, in_cgroup),
     };
     drop(theirs);
+    if !exec {
+        crate::failpoint::hit("create.init-cloned");
+    }
     let mut guard = KillOnDrop {
         pids: vec![first_pid],
     };
@@ -154,6 +162,22 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
         (first_pid, first_pidfd)
     };
     (request.on_pid)(pid.as_raw());
+    if let Some(container) = &request.init.container {
+        // Mid-mounts: once the init process has made the first spec mount.
+        if let Some(first) = request.init.spec.mounts().iter().flatten().next() {
+            let target = container.rootfs.join(
+                first
+                    .destination()
+                    .strip_prefix("/")
+                    .unwrap_or(first.destination()),
+            );
+            let needle = format!(" {} ", target.display());
+            crate::failpoint::kill_when("create.mounts", || {
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                    .is_ok_and(|m| m.contains(&needle))
+            });
+        }
+    }
     let phases = loop {
         // A closed or reset channel means the init process died: say how.
         let message = ours

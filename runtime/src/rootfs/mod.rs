@@ -311,47 +311,82 @@ fn remount_readonly(path: &Path, recursive: bool) -> Result<(), RootfsError> {
         .map_err(path_err("remounting read-only", path))
 }
 
-/// `readonlyPaths`: bind the path onto itself and remount it read-only.
+/// The new root (after the pivot), for resolving masked and read-only paths
+/// inside it.
+fn new_root() -> Result<OwnedFd, RootfsError> {
+    nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(path_err("opening", Path::new("/")))
+}
+
+/// Resolves `path` inside the new root (`RESOLVE_IN_ROOT`, no magic links),
+/// or `None` when it does not exist (masked and read-only paths may be absent).
+fn resolve_existing(root: &OwnedFd, path: &Path) -> Result<Option<OwnedFd>, RootfsError> {
+    match open_in_root(root.as_fd(), path, Create::Nothing) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(path_err("resolving", path)(e)),
+    }
+}
+
+/// `readonlyPaths`: bind the path onto itself and remount it read-only,
+/// both through the descriptor it resolved to inside the root.
 fn make_readonly(path: &Path) -> Result<(), RootfsError> {
-    match mount(
-        Some(path),
-        path,
+    let root = new_root()?;
+    let Some(fd) = resolve_existing(&root, path)? else {
+        return Ok(());
+    };
+    let at = proc_fd_path(&fd);
+    mount(
+        Some(&at),
+        &at,
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
-    ) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(path_err("binding read-only path", path)(e)),
-    }
-    remount_readonly(path, true)
+    )
+    .map_err(path_err("binding read-only path", path))?;
+    // The descriptor names the directory under the new mount: reopen it.
+    let top =
+        resolve_existing(&root, path)?.ok_or_else(|| path_err("reopening", path)(Errno::ENOENT))?;
+    remount_readonly(&proc_fd_path(&top), true).map_err(|e| match e {
+        RootfsError::Path { what, cause, .. } => RootfsError::Path {
+            what,
+            path: path.to_path_buf(),
+            cause,
+        },
+        other => other,
+    })
 }
 
 /// `maskedPaths`: hide a directory under an empty read-only tmpfs, a file
-/// under /dev/null.
+/// under /dev/null, mounting through the descriptor the path resolved to
+/// inside the root.
 fn mask(path: &Path) -> Result<(), RootfsError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(RootfsError::Other(format!(
-                "masking {}: {e}",
-                path.display()
-            )))
-        }
+    let root = new_root()?;
+    let Some(fd) = resolve_existing(&root, path)? else {
+        return Ok(());
     };
-    let result = if meta.is_dir() {
+    let is_dir = nix::sys::stat::fstat(fd.as_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(path_err("masking", path))?;
+    let at = proc_fd_path(&fd);
+    let result = if is_dir {
         mount(
             Some("tmpfs"),
-            path,
+            &at,
             Some("tmpfs"),
             MsFlags::MS_RDONLY,
             Some("size=0k"),
         )
     } else {
+        let null = open_in_root(root.as_fd(), Path::new("/dev/null"), Create::Nothing)
+            .map_err(path_err("opening", Path::new("/dev/null")))?;
         mount(
-            Some("/dev/null"),
-            path,
+            Some(&proc_fd_path(&null)),
+            &at,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,

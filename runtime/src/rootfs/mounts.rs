@@ -23,6 +23,9 @@ pub fn mount_all(config: &RootfsConfig, root: &Root) -> Result<(), RootfsError> 
                 m.destination().display()
             ))
         })?;
+        if i == 0 {
+            crate::failpoint::hold("create.mounts");
+        }
     }
     Ok(())
 }
