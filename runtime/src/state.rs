@@ -251,6 +251,17 @@ impl StateDir {
             Err(cause) => return Err(StateError::Io { path, cause }),
         }
         let lock = lock_dir(&path)?;
+        // Between the mkdir and the lock, a command that found the directory
+        // empty cannot have removed it (only a lock holder that read a state
+        // file removes one), but say so rather than work in a stale directory.
+        if !still_named(&lock, &path)? {
+            return Err(StateError::Io {
+                path,
+                cause: std::io::Error::other(
+                    "the directory was removed by a concurrent command: try again",
+                ),
+            });
+        }
         Ok(StateDir {
             id: id.to_owned(),
             path,
@@ -263,21 +274,26 @@ impl StateDir {
     pub fn open(root: &Path, id: &str) -> Result<Self, StateError> {
         validate_id(id)?;
         let path = root.join(id);
-        let lock = match lock_dir(&path) {
-            Err(StateError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NotFound(id.to_owned()))
+        loop {
+            let lock = match lock_dir(&path) {
+                Err(StateError::Io { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(StateError::NotFound(id.to_owned()))
+                }
+                other => other?,
+            };
+            // While we waited, the holder may have removed the directory
+            // (`delete`) and a `create` may have made a new one under the
+            // same name: the lock we hold is then on a directory nobody uses.
+            if still_named(&lock, &path)? {
+                return Ok(StateDir {
+                    id: id.to_owned(),
+                    path,
+                    lock,
+                });
             }
-            other => other?,
-        };
-        // The directory may have been removed while we waited for the lock.
-        if !path.join(STATE_FILE).exists() && !path.exists() {
-            return Err(StateError::NotFound(id.to_owned()));
         }
-        Ok(StateDir {
-            id: id.to_owned(),
-            path,
-            lock,
-        })
     }
 
     /// The container ID.
@@ -352,6 +368,24 @@ fn lock_dir(path: &Path) -> Result<Flock<File>, StateError> {
     })
 }
 
+/// Whether the locked directory is still the one `path` names: not removed,
+/// not replaced by a new directory of the same name.
+fn still_named(lock: &Flock<File>, path: &Path) -> Result<bool, StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let held = lock.metadata().map_err(io_err(path))?;
+    if held.nlink() == 0 {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(cause) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            cause,
+        }),
+    }
+}
+
 /// Whether some command holds the lock of this container's directory now.
 pub fn is_locked(root: &Path, id: &str) -> bool {
     let Ok(dir) = std::fs::OpenOptions::new()
@@ -378,10 +412,12 @@ pub fn read_state(dir: &Path, id: &str) -> Result<ContainerState, StateError> {
         }
         Err(cause) => return Err(StateError::Io { path, cause }),
     };
-    serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
-        path,
-        message: e.to_string(),
-    })
+    parse_state(&text).map_err(|message| StateError::Corrupt { path, message })
+}
+
+/// Parses the contents of a `state.json`; the error is the parser's message.
+pub fn parse_state(text: &[u8]) -> Result<ContainerState, String> {
+    serde_json::from_slice(text).map_err(|e| e.to_string())
 }
 
 /// The IDs of every container under `root`, sorted.
@@ -437,6 +473,40 @@ mod tests {
         assert!(is_locked(root.path(), "c2"));
         drop(dir);
         assert!(!is_locked(root.path(), "c2"));
+    }
+
+    #[test]
+    fn a_waiter_never_keeps_the_lock_of_a_replaced_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let first = StateDir::create(root.path(), "c4").unwrap();
+        let waiter_root = root.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let dir = StateDir::open(&waiter_root, "c4").unwrap();
+            dir.lock.metadata().unwrap().ino()
+        });
+        // Let the waiter block on the first directory's lock.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::fs::remove_dir_all(first.path()).unwrap();
+        let second = StateDir::create(root.path(), "c4").unwrap();
+        let new_ino = std::fs::metadata(second.path()).unwrap().ino();
+        drop(first);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "the waiter took a removed directory");
+        drop(second);
+        assert_eq!(waiter.join().unwrap(), new_ino);
+    }
+
+    #[test]
+    fn a_waiter_on_a_removed_directory_finds_no_container() {
+        let root = tempfile::tempdir().unwrap();
+        let first = StateDir::create(root.path(), "c5").unwrap();
+        let waiter_root = root.path().to_path_buf();
+        let waiter = std::thread::spawn(move || StateDir::open(&waiter_root, "c5").map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        first.remove().unwrap();
+        let err = waiter.join().unwrap().unwrap_err();
+        assert!(matches!(err, StateError::NotFound(_)), "{err}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! and peak RSS. Every runtime runs in the same private mount namespace,
 //! where /sys/fs/cgroup/unified/cgroup.controllers reads empty: Debian's crun
 //! 1.8.1 refuses hybrid cgroups otherwise. `ebpf` runs the eBPF cost benchmark,
-//! `exporter` the scrape benchmark with 500 tracked containers.
+//! `exporter` the scrape benchmark with 500 tracked containers, `soak` the
+//! leak check over many container lives.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -105,8 +106,60 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         "telemetry" => telemetry::run(rounds),
         "exe" => exe(rounds),
-        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter, telemetry, exe)"),
+        "soak" => soak(args),
+        other => bail!("unknown benchmark {other:?} (core, ebpf, exporter, telemetry, exe, soak)"),
     }
+}
+
+/// `bench soak [--cycles N]`: containers created, started and deleted in a
+/// loop beside a running `lucid-exporter` with eBPF; fails when a descriptor,
+/// the exporter's memory, a cgroup, a BPF pin, an eBPF map entry or a state
+/// directory is left over (`exporter/examples/soak.rs`, docs/reliability.md).
+fn soak(args: &[String]) -> Result<()> {
+    shell::require_root("the soak benchmark")?;
+    setup::run()?;
+    let cycles = match args.iter().position(|a| a == "--cycles") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--cycles needs a number")?
+            .parse::<usize>()
+            .context("--cycles needs a number")?,
+        None => 200,
+    };
+    shell::run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "lucid",
+            "-p",
+            "lucid-exporter",
+            "--bins",
+        ],
+    )?;
+    let release = shell::workspace().join("target/release");
+    let lucid = release.join("lucid");
+    let exporter = release.join("lucid-exporter");
+    let cycles = cycles.to_string();
+    shell::run(
+        "cargo",
+        &[
+            "run",
+            "--release",
+            "-p",
+            "lucid-exporter",
+            "--example",
+            "soak",
+            "--",
+            "--lucid",
+            &lucid.to_string_lossy(),
+            "--exporter",
+            &exporter.to_string_lossy(),
+            "--cycles",
+            &cycles,
+        ],
+    )
 }
 
 fn core(rounds: usize) -> Result<()> {

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{setup, shell};
 
-/// Set-up, then formatting, lints, build and every test.
+/// Set-up, then formatting, lints, build, every test, and a short fuzzing run.
 pub fn run() -> Result<()> {
     shell::require_root("the integration tests")?;
     setup::run()?;
@@ -23,6 +23,8 @@ pub fn run() -> Result<()> {
     // The integration tests run the lucid binary built here.
     shell::run("cargo", &["build", "--workspace", "--bins"])?;
     shell::run("cargo", &["test", "--workspace", "--no-fail-fast"])?;
+    // A short run of every fuzz target (docs/fuzzing.md has a long one's figures).
+    crate::fuzz::run(&[])?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

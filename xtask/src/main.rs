@@ -2,22 +2,25 @@
 //!
 //! - `setup`: install what building and testing need (apt packages, rustup
 //!   components, the eBPF toolchain), skipping what is there.
-//! - `ci`: setup, then formatting, clippy, build and every test (as root).
+//! - `ci`: setup, then formatting, clippy, build, every test (as root) and a
+//!   short run of every fuzz target.
 //! - `demo`: setup, build, run a busybox container and show what lucid shows.
-//! - `bench [core|ebpf|exporter|telemetry|exe]`: benchmarks (the core one beside runc and crun;
-//!   `exe` prices each binary protection at start-up).
+//! - `bench [core|ebpf|exporter|telemetry|exe|soak]`: benchmarks (the core one
+//!   beside runc and crun; `exe` prices each binary protection at start-up;
+//!   `soak` checks that nothing leaks over many cycles).
+//! - `fuzz [--seconds N] [--target NAME]`: every cargo-fuzz target for a bounded time.
 
 mod bench;
 mod bundle;
 mod ci;
 mod demo;
+mod fuzz;
 mod setup;
 mod shell;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str =
-    "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]>";
+const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]|bench soak [--cycles N]|fuzz [--seconds N] [--target NAME]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> Result<()> {
         "ci" => ci::run(),
         "demo" => demo::run(),
         "bench" => bench::run(rest),
+        "fuzz" => fuzz::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -51,7 +51,7 @@ pub use events::{Event, EventReader};
 pub use layout::{remove_pin_root, DEFAULT_PIN_ROOT};
 pub use lucid_ebpf_common::LAYOUT_VERSION;
 pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport, SyscallHook};
-pub use read::{ContainerStats, Health, LatencyHistogram, SyscallRow};
+pub use read::{ContainerStats, Health, LatencyHistogram, MapEntries, SyscallRow};
 pub use sys::KernelLink;
 
 /// The BPF links of this host attached to the `raw_syscalls` tracepoints (`sys_enter`,

@@ -91,7 +91,7 @@ pub struct SweepReport {
 
 /// The pinned maps, opened; one per process (the runtime) or long-lived (the exporter).
 pub struct Programs {
-    layout: Layout,
+    pub(crate) layout: Layout,
     root: PathBuf,
     opened: Opened,
     pub(crate) watched: Array<MapData, WatchedCgroup>,

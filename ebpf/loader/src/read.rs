@@ -91,7 +91,60 @@ pub struct Health {
     pub oom_victims_full: u64,
 }
 
+/// How many entries lucid's per-container maps hold: what a leak check compares before and
+/// after containers come and go (`cargo xtask bench soak`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapEntries {
+    /// Live `WATCHED` entries: registered containers.
+    pub watched: usize,
+    /// `LATENCY` histograms (container slot × syscall).
+    pub latency: usize,
+    /// `INFLIGHT` entries (threads inside a timed syscall right now).
+    pub inflight: usize,
+    /// `NET` and `DEVICE_RULES` per-attachment cgroup storage; the kernel frees these with
+    /// their cgroup, shortly after it is removed.
+    pub cgroup_storage: usize,
+    /// Counter slots no registered container uses that still hold a count (`COUNTERS`,
+    /// `SYSCALLS`): `unregister` clears a slot, so this stays 0.
+    pub stale_slots: usize,
+}
+
 impl Programs {
+    /// Counts the entries of the per-container maps.
+    pub fn map_entries(&self) -> Result<MapEntries, Error> {
+        use std::os::fd::AsFd as _;
+        let keys = |name: &'static str, key_size: usize| -> Result<usize, Error> {
+            let path = self.layout.map(name);
+            let fd = sys::obj_get(&path).map_err(|e| Error::pin("opening", &path, e))?;
+            sys::map_key_count(fd.as_fd(), key_size).map_err(|e| Error::pin("walking", &path, e))
+        };
+        // struct bpf_cgroup_storage_key: u64 cgroup inode id, u32 attach type, padding.
+        let storage_key = 16;
+        let watched = self.watched_entries()?;
+        let used: std::collections::BTreeSet<u32> = watched.iter().map(|(_, w)| w.slot).collect();
+        let mut stale_slots = 0;
+        for slot in 0..lucid_ebpf_common::MAX_CONTAINERS {
+            if used.contains(&slot) {
+                continue;
+            }
+            let counters = self
+                .counters
+                .get(&slot, 0)
+                .map_err(Error::map("COUNTERS"))?;
+            let syscalls = self.slot_counts(slot)?;
+            if counters != Default::default() || syscalls.iter().any(|c| c.count != 0) {
+                stale_slots += 1;
+            }
+        }
+        Ok(MapEntries {
+            watched: watched.len(),
+            latency: keys("LATENCY", std::mem::size_of::<LatencyKey>())?,
+            inflight: keys("INFLIGHT", std::mem::size_of::<u32>())?,
+            cgroup_storage: keys("NET", storage_key)? + keys("DEVICE_RULES", storage_key)?,
+            stale_slots,
+        })
+    }
+
     /// The syscall table of a registered container: every syscall it made since registration,
     /// by count, highest first (the rows `lucid syscalls` prints, like `strace -c`).
     pub fn syscalls(&self, cgroup_id: u64) -> Result<Vec<SyscallRow>, Error> {

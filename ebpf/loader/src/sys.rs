@@ -484,3 +484,50 @@ pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
         });
     }
 }
+
+/// How many keys map `map` holds, walked with `BPF_MAP_GET_NEXT_KEY`; `key_size` is the
+/// map's key size in bytes. Works for every map type that has keys to walk (hash maps and
+/// cgroup storage, which aya offers no iteration for).
+pub fn map_key_count(map: BorrowedFd<'_>, key_size: usize) -> io::Result<usize> {
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        next_key: u64,
+    }
+    let mut key = vec![0u8; key_size];
+    let mut next = vec![0u8; key_size];
+    let mut count = 0usize;
+    let mut first = true;
+    loop {
+        let mut attr = Attr {
+            map_fd: map.as_raw_fd() as u32,
+            pad: 0,
+            // A null key asks for the first one.
+            key: if first { 0 } else { key.as_ptr() as u64 },
+            next_key: next.as_mut_ptr() as u64,
+        };
+        // SAFETY: `key` and `next` hold `key_size` bytes, the map's key size, and outlive the
+        // call; `attr` is a zero-padded bpf_attr prefix.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_GET_NEXT_KEY,
+                &raw mut attr,
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(count);
+            }
+            return Err(e);
+        }
+        count += 1;
+        first = false;
+        std::mem::swap(&mut key, &mut next);
+    }
+}

@@ -281,7 +281,18 @@ fn unregister_leaves_no_pin_link_or_map_entry() {
         "storages exist while registered"
     );
 
+    let entries = bpf.map_entries().unwrap();
+    assert_eq!(entries.watched, 1, "{entries:?}");
+    assert_eq!(entries.cgroup_storage, 3, "{entries:?}");
+    assert_eq!(entries.stale_slots, 0, "{entries:?}");
+
     bpf.unregister(reg.cgroup_id).unwrap();
+    let entries = bpf.map_entries().unwrap();
+    assert_eq!(
+        (entries.watched, entries.latency, entries.stale_slots),
+        (0, 0, 0),
+        "{entries:?}"
+    );
     assert!(!container_dir.exists(), "container pins removed");
     assert!(
         !bpf.pin_dir().join("links/syscall_enter").exists(),
@@ -308,6 +319,7 @@ fn unregister_leaves_no_pin_link_or_map_entry() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(bpf.map_entries().unwrap().cgroup_storage, 0);
 }
 
 /// Sum of every counter in the container's per-attachment storage entries.

@@ -235,6 +235,22 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::os(format!("bundle {}", path.display()), e))
 }
 
+/// Every check `create` makes of a configuration before it changes anything
+/// on the host: the spec's own rules, a new mount namespace, the LSM labels;
+/// returns the checked rootfs and the namespaces to make or join.
+pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(spec::Validated, NamespacePlan)> {
+    let checked = spec::validate(spec, bundle)?;
+    if !spec::has_new_namespace(spec, LinuxNamespaceType::Mount) {
+        return Err(spec::SpecError::Invalid {
+            field: "linux.namespaces".into(),
+            reason: "lucid needs a new mount namespace (add {\"type\": \"mount\"})".into(),
+        }
+        .into());
+    }
+    crate::lsm::check_spec(spec)?;
+    Ok((checked, NamespacePlan::from_spec(spec)))
+}
+
 /// Creates the container; `sigmask` is the mask its process gets at exec.
 pub fn create(root: &Path, options: &CreateOptions, sigmask: SigSet) -> Result<Created> {
     create_attached(root, options, sigmask, Attach::Detached)
@@ -254,16 +270,7 @@ pub(crate) fn create_attached(
     let bundle = absolute(&options.bundle)?;
     let spec = step(info_span!("spec.load"), || spec::load(&bundle))?;
     let (checked, plan, joins) = step(info_span!("spec.validate"), || -> Result<_> {
-        let checked = spec::validate(&spec, &bundle)?;
-        if !spec::has_new_namespace(&spec, LinuxNamespaceType::Mount) {
-            return Err(spec::SpecError::Invalid {
-                field: "linux.namespaces".into(),
-                reason: "lucid needs a new mount namespace (add {\"type\": \"mount\"})".into(),
-            }
-            .into());
-        }
-        crate::lsm::check_spec(&spec)?;
-        let plan = NamespacePlan::from_spec(&spec);
+        let (checked, plan) = check_spec(&spec, &bundle)?;
         let joins = namespaces::open_joins(&plan)
             .map_err(|e| Error::os("opening a namespace to join", e))?;
         Ok((checked, plan, joins))

@@ -214,7 +214,18 @@ fn from_file(container: &Process, path: &Path) -> Result<Process, ExecError> {
         path: path.to_path_buf(),
         cause,
     })?;
-    let mut de = serde_json::Deserializer::from_slice(&text);
+    process_from_json(container, &text, path)
+}
+
+/// Parses a process.json read from `path` and fills in what it leaves out
+/// from the container's process (runc's rules); the fields are not checked
+/// yet ([`check_process`] does).
+pub fn process_from_json(
+    container: &Process,
+    text: &[u8],
+    path: &Path,
+) -> Result<Process, ExecError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
     let mut process: Process =
         serde_path_to_error::deserialize(&mut de).map_err(|err| ExecError::ParseProcess {
             path: path.to_path_buf(),
@@ -245,6 +256,24 @@ fn from_file(container: &Process, path: &Path) -> Result<Process, ExecError> {
         process.set_selinux_label(container.selinux_label().clone());
     }
     Ok(process)
+}
+
+/// Checks the process `exec` is to run (the checks of config.json's
+/// `process`, and its LSM labels); `origin` names it in messages and
+/// `prefix` is its JSON path.
+pub fn check_process(process: &Process, origin: &str, prefix: &str) -> Result<()> {
+    crate::spec::check_process(process, prefix).map_err(|e| match e {
+        crate::spec::SpecError::Invalid { field, reason } => {
+            Error::from(ExecError::InvalidProcess {
+                origin: origin.to_owned(),
+                field: field.trim_start_matches('.').to_owned(),
+                reason,
+            })
+        }
+        other => other.into(),
+    })?;
+    crate::lsm::check_process(process, origin, prefix)?;
+    Ok(())
 }
 
 /// Runs the process; returns the exit code `lucid exec` should exit with:
@@ -295,17 +324,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
         ExecProcess::File { .. } => "",
         ExecProcess::Flags(_) => "process",
     };
-    crate::spec::check_process(&process, prefix).map_err(|e| match e {
-        crate::spec::SpecError::Invalid { field, reason } => {
-            Error::from(ExecError::InvalidProcess {
-                origin: origin.clone(),
-                field: field.trim_start_matches('.').to_owned(),
-                reason,
-            })
-        }
-        other => other.into(),
-    })?;
-    crate::lsm::check_process(&process, &origin, prefix)?;
+    check_process(&process, &origin, prefix)?;
     let seccomp = state
         .config
         .linux()

@@ -252,8 +252,13 @@ impl Channel {
         if len == 0 {
             return Ok(None);
         }
-        Ok(Some((serde_json::from_slice(&buf[..len])?, fd)))
+        Ok(Some((decode(&buf[..len])?, fd)))
     }
+}
+
+/// Decodes one message as received on the channel (one packet's bytes).
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ChannelError> {
+    Ok(serde_json::from_slice(bytes)?)
 }
 
 impl AsFd for Channel {
