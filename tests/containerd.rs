@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use lucid_tests::clients::{self, require_installed};
+use lucid_tests::clients::{self, require_installed, trace_span_names};
 use lucid_tests::prometheus::{wait_for, Exporter, Process};
 use lucid_tests::{lucid_bin, require_root, unique_id, CGROUP_PARENT};
 use serde_json::Value;
@@ -167,6 +167,14 @@ impl Containerd {
             "--fifo-dir".into(),
             self.fifo_dir(),
         ]
+    }
+
+    /// `ctr run --rm` of `command` as container `id`, in the foreground: its arguments.
+    fn run_rm_args(&self, id: &str, command: &[&str]) -> Vec<String> {
+        let mut args = self.run_args(id);
+        args.extend(["--rm".into(), IMAGE.into(), id.into()]);
+        args.extend(command.iter().map(|s| s.to_string()));
+        args
     }
 
     /// `ctr run -d` of `command` as container `id`.
@@ -355,18 +363,7 @@ fn containerd_takes_the_lucid_runtime_configuration() {
 fn run_prints_the_output_and_returns_the_exit_code() {
     let c = Containerd::new();
     let id = unique_id("run");
-    let mut args = c.run_args(&id);
-    args.extend(
-        [
-            "--rm",
-            IMAGE,
-            &id,
-            "sh",
-            "-c",
-            "echo hello from lucid; exit 3",
-        ]
-        .map(String::from),
-    );
+    let args = c.run_rm_args(&id, &["sh", "-c", "echo hello from lucid; exit 3"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = c.ctr(&args);
     assert_eq!(
@@ -380,22 +377,12 @@ fn run_prints_the_output_and_returns_the_exit_code() {
     c.assert_gone(&id);
     // The whole life is one trace in lucid's spool, which the shim's second,
     // forced delete of the container already gone does not replace.
-    let trace = Command::new(lucid_bin())
-        .arg("--root")
-        .arg(c.namespace_root())
-        .args(["trace", "--format", "json", &id])
-        .output()
-        .expect("running lucid trace");
-    assert!(trace.status.success(), "{trace:?}");
-    let json: Value = serde_json::from_slice(&trace.stdout).expect("trace JSON");
-    let names: Vec<&str> = json["spans"]
-        .as_array()
-        .expect("spans")
-        .iter()
-        .filter_map(|s| s["name"].as_str())
-        .collect();
+    let names = trace_span_names(&c.namespace_root(), &id);
     for span in ["container", "create", "init.exec", "start", "delete"] {
-        assert!(names.contains(&span), "no {span} span in {names:?}");
+        assert!(
+            names.iter().any(|n| n == span),
+            "no {span} span in {names:?}"
+        );
     }
 }
 
@@ -440,17 +427,13 @@ impl Drop for Foreground {
 fn kill_delivers_the_signal_and_the_exit_code_reaches_ctr() {
     let c = Containerd::new();
     let id = unique_id("kill");
-    let mut args = c.run_args(&id);
-    args.extend(
-        [
-            "--rm",
-            IMAGE,
-            &id,
+    let args = c.run_rm_args(
+        &id,
+        &[
             "sh",
             "-c",
             "trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
-        ]
-        .map(String::from),
+        ],
     );
     let out = tempfile::NamedTempFile::new().expect("a file for ctr's output");
     let child = c
@@ -564,8 +547,7 @@ fn the_exporter_finds_containers_in_the_namespace_directories_of_the_shims_root(
 fn lucids_error_reaches_ctr_through_the_json_log() {
     let c = Containerd::new();
     let id = unique_id("badexec");
-    let mut args = c.run_args(&id);
-    args.extend(["--rm", IMAGE, &id, "/no/such/program"].map(String::from));
+    let args = c.run_rm_args(&id, &["/no/such/program"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = c.ctr(&args);
     assert!(!out.status.success(), "{out:?}");

@@ -164,23 +164,65 @@ fn check_attack(log: &str, bin: &Path, before: &[u8]) {
     assert_eq!(sha(bin), before, "the host's lucid binary changed: {log}");
 }
 
+/// A runtime whose binary is a copy made for the attack, and that copy's hash.
+struct Victim {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    before: Vec<u8>,
+    rt: Runtime,
+}
+
+impl Victim {
+    /// `method` forces a binary protection (`LUCID_EXE_PROTECTION`).
+    fn new(method: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = victim_binary(dir.path());
+        let before = sha(&bin);
+        let mut rt = Runtime::new();
+        rt.set_bin(&bin);
+        if let Some(method) = method {
+            rt.set_env("LUCID_EXE_PROTECTION", method);
+        }
+        Victim {
+            dir,
+            bin,
+            before,
+            rt,
+        }
+    }
+
+    /// Starts the attacker in the container against the process `target`
+    /// (which runs lucid's image), checks the binary survived, and removes
+    /// the container.
+    fn attack(&self, log_arg: &str, id: &str, bundle: &Bundle, target: i64) {
+        self.rt.ok(&[
+            "--log",
+            log_arg,
+            "exec",
+            "-d",
+            id,
+            "sh",
+            "/attack.sh",
+            &target.to_string(),
+        ]);
+        let text = wait_for_log(bundle);
+        check_attack(&text, &self.bin, &self.before);
+        self.rt.ok(&["delete", "--force", id]);
+        assert_nothing_left(&self.rt, id, bundle.path());
+    }
+}
+
 /// CVE-2019-5736 through `lucid exec`: `lucid exec -d ID /evil` makes the
 /// exec'd lucid process run its own image in the container; a process of
 /// the container opens that image and writes it once it is free. A naive
 /// runtime (exec'ing its own on-disk binary) has its host binary
 /// overwritten here: the attacker's reopen succeeds once no process runs it.
 fn exe_attack_via_exec(method: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = victim_binary(dir.path());
-    let before = sha(&bin);
-    let mut rt = Runtime::new();
-    rt.set_bin(&bin);
-    if let Some(method) = method {
-        rt.set_env("LUCID_EXE_PROTECTION", method);
-    }
+    let v = Victim::new(method);
+    let (dir, bin, rt) = (&v.dir, &v.bin, &v.rt);
     let id = unique_id("exe-exec");
-    let mut bundle = Bundle::new(&rt, &id, &["sleep", "1000"]);
-    plant(&mut bundle, &bin);
+    let mut bundle = Bundle::new(rt, &id, &["sleep", "1000"]);
+    plant(&mut bundle, bin);
     let log = dir.path().join("lucid.log");
     let log_arg = log.to_str().unwrap();
     rt.ok(&["--log", log_arg, "run", "-d", "--bundle", bundle.arg(), &id]);
@@ -204,20 +246,7 @@ fn exe_attack_via_exec(method: Option<&str>) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let victim = inner_pid(read_pid_file(&pid_file));
-    rt.ok(&[
-        "--log",
-        log_arg,
-        "exec",
-        "-d",
-        &id,
-        "sh",
-        "/attack.sh",
-        &victim.to_string(),
-    ]);
-    let text = wait_for_log(&bundle);
-    check_attack(&text, &bin, &before);
-    rt.ok(&["delete", "--force", &id]);
-    assert_nothing_left(&rt, &id, bundle.path());
+    v.attack(log_arg, &id, &bundle, victim.into());
 }
 
 /// The same through the init process: the container's own program is
@@ -226,21 +255,15 @@ fn exe_attack_via_exec(method: Option<&str>) {
 /// namespace of its own, so the attacker, started with `lucid exec`, can
 /// kill it and live on. A naive runtime's binary is overwritten.
 fn exe_attack_via_init(method: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = victim_binary(dir.path());
-    let before = sha(&bin);
-    let mut rt = Runtime::new();
-    rt.set_bin(&bin);
-    if let Some(method) = method {
-        rt.set_env("LUCID_EXE_PROTECTION", method);
-    }
+    let v = Victim::new(method);
+    let (dir, bin, rt) = (&v.dir, &v.bin, &v.rt);
     let id = unique_id("exe-init");
-    let mut bundle = Bundle::new(&rt, &id, &["/evil"]);
+    let mut bundle = Bundle::new(rt, &id, &["/evil"]);
     bundle.edit(|c| {
         let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
         ns.retain(|n| n["type"] != "pid");
     });
-    plant(&mut bundle, &bin);
+    plant(&mut bundle, bin);
     let log = dir.path().join("lucid.log");
     let log_arg = log.to_str().unwrap();
     let pipe = FullPipe::new();
@@ -258,20 +281,7 @@ fn exe_attack_via_init(method: Option<&str>) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let init = rt.state(&id)["pid"].as_i64().unwrap();
-    rt.ok(&[
-        "--log",
-        log_arg,
-        "exec",
-        "-d",
-        &id,
-        "sh",
-        "/attack.sh",
-        &init.to_string(),
-    ]);
-    let text = wait_for_log(&bundle);
-    check_attack(&text, &bin, &before);
-    rt.ok(&["delete", "--force", &id]);
-    assert_nothing_left(&rt, &id, bundle.path());
+    v.attack(log_arg, &id, &bundle, init);
 }
 
 #[test]

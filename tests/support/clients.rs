@@ -8,6 +8,25 @@ use std::process::Command;
 
 use crate::{lucid_bin, make_rootfs};
 
+/// The names of the spans `lucid trace` shows for container `id` under the
+/// state root `root`; fails the test if it fails.
+pub fn trace_span_names(root: &Path, id: &str) -> Vec<String> {
+    let trace = Command::new(lucid_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["trace", "--format", "json", id])
+        .output()
+        .expect("running lucid trace");
+    assert!(trace.status.success(), "{trace:?}");
+    let json: serde_json::Value = serde_json::from_slice(&trace.stdout).expect("trace JSON");
+    json["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Fails the test unless `binary` is installed (by `cargo xtask setup`).
 pub fn require_installed(binary: &str, package: &str) {
     assert!(
