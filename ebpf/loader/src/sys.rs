@@ -509,22 +509,11 @@ pub fn map_key_count(map: BorrowedFd<'_>, key_size: usize) -> io::Result<usize> 
             key: if first { 0 } else { key.as_ptr() as u64 },
             next_key: next.as_mut_ptr() as u64,
         };
-        // SAFETY: `key` and `next` hold `key_size` bytes, the map's key size, and outlive the
-        // call; `attr` is a zero-padded bpf_attr prefix.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_KEY,
-                &raw mut attr,
-                std::mem::size_of::<Attr>(),
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(count);
-            }
-            return Err(e);
+        // `key` and `next` hold `key_size` bytes, the map's key size, and outlive the call.
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(count),
+            Err(e) => return Err(e),
         }
         count += 1;
         first = false;
