@@ -48,6 +48,9 @@ const SEALED_ENV: &str = "_LUCID_EXE_SEALED";
 pub const LOWER_DIR: &str = "@exe-lower";
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+/// The seals a protected memfd copy carries, and `sealed_by` looks for.
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 const FSOPEN_CLOEXEC: u32 = 1;
 const FSCONFIG_SET_STRING: u32 = 1;
 const FSCONFIG_CMD_CREATE: u32 = 6;
@@ -187,8 +190,7 @@ pub fn sealed_by() -> Result<Method, String> {
     let exe = std::fs::File::open("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
     // SAFETY: F_GET_SEALS on an open descriptor has no memory effects.
     let seals = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_GET_SEALS) };
-    let needed = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    if seals >= 0 && seals & needed == needed {
+    if seals >= 0 && seals & SEALS == SEALS {
         return Ok(Method::Memfd);
     }
     // SAFETY: an all-zero statfs is valid for fstatfs to fill.
@@ -376,9 +378,8 @@ fn memfd() -> Result<OwnedFd, ExeError> {
             _ => return Err(step_err(m, "copying the binary")(last_err())),
         }
     }
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: F_ADD_SEALS takes an integer.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
         return Err(step_err(m, "sealing the copy")(last_err()));
     }
     Ok(fd)

@@ -167,6 +167,12 @@ fn core(rounds: usize) -> Result<()> {
     setup::apt_install(setup::APT_PACKAGES)?;
     shell::run("cargo", &["build", "--release", "-p", "lucid"])?;
     let lucid = shell::workspace().join("target/release/lucid");
+    // lucid with one variable set, labelled `lucid (LABEL)`.
+    let variant = |label: &str, var: &str, value: &str| Contender {
+        name: format!("lucid ({label})"),
+        bin: lucid.clone(),
+        env: vec![(var.into(), value.into())],
+    };
     let contenders = vec![
         Contender {
             name: "lucid".into(),
@@ -176,28 +182,12 @@ fn core(rounds: usize) -> Result<()> {
         // Binary protection (CVE-2019-5736): the default re-execs from a
         // read-only overlay; the alternatives and no protection at all, to
         // price each (docs/security.md).
-        Contender {
-            name: "lucid (exe: memfd)".into(),
-            bin: lucid.clone(),
-            env: vec![("LUCID_EXE_PROTECTION".into(), "memfd".into())],
-        },
-        Contender {
-            name: "lucid (exe: bind)".into(),
-            bin: lucid.clone(),
-            env: vec![("LUCID_EXE_PROTECTION".into(), "bind".into())],
-        },
-        Contender {
-            name: "lucid (exe: none)".into(),
-            bin: lucid.clone(),
-            env: vec![("LUCID_EXE_PROTECTION".into(), "none".into())],
-        },
-        // The same, placing the init process through cgroup.procs instead of
+        variant("exe: memfd", "LUCID_EXE_PROTECTION", "memfd"),
+        variant("exe: bind", "LUCID_EXE_PROTECTION", "bind"),
+        variant("exe: none", "LUCID_EXE_PROTECTION", "none"),
+        // lucid placing the init process through cgroup.procs instead of
         // clone3(CLONE_INTO_CGROUP).
-        Contender {
-            name: "lucid (cgroup.procs)".into(),
-            bin: lucid.clone(),
-            env: vec![("LUCID_CGROUP_PLACEMENT".into(), "procs".into())],
-        },
+        variant("cgroup.procs", "LUCID_CGROUP_PLACEMENT", "procs"),
         Contender {
             name: "runc".into(),
             bin: "runc".into(),
