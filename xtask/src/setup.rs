@@ -23,6 +23,24 @@ pub const APT_PACKAGES: &[&str] = &[
     "uidmap",
 ];
 
+/// Debian packages `cargo xtask vm` needs (not the rest of the project):
+/// qemu and qemu-img, debootstrap and mkfs.ext4 for the systemd guest's
+/// disk, cpio, kmod (modprobe, depmod) and the decompressors for the
+/// initramfs images, busybox-static in every guest, binutils' objcopy to
+/// strip the binaries the guests run.
+pub const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-utils",
+    "debootstrap",
+    "cpio",
+    "kmod",
+    "xz-utils",
+    "zstd",
+    "e2fsprogs",
+    "busybox-static",
+    "binutils",
+];
+
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
@@ -74,4 +92,10 @@ pub fn run() -> Result<()> {
     rustup_components()?;
     shell::run("bash", &["ebpf/setup-toolchain.sh"])?;
     Ok(())
+}
+
+/// What `cargo xtask vm` needs on the host.
+pub fn vm() -> Result<()> {
+    std::env::set_var("DEBIAN_FRONTEND", "noninteractive");
+    apt_install(VM_PACKAGES)
 }
