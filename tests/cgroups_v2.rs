@@ -102,7 +102,7 @@ impl Drop for SubtreeGuard {
             if !self.before.split_whitespace().any(|b| b == c) {
                 let parent = self.root.join(CGROUP_PARENT.trim_start_matches('/'));
                 // A removed cgroup lingers a moment (EBUSY meanwhile).
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                let deadline = lucid_tests::deadline(3);
                 for file in [
                     parent.join("cgroup.subtree_control"),
                     self.root.join("cgroup.subtree_control"),

@@ -113,7 +113,7 @@ fn lifecycle(rt: &Runtime, base: &Bundle, id: &str) -> Result<(), String> {
             text(&out.stderr)
         ));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = lucid_tests::deadline(60);
     loop {
         let state = state_of(rt, id)?;
         if state["status"] == "stopped" {

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use lucid_ebpf::{Event, Programs};
-use lucid_tests::{assert_nothing_left, cgroup_id, run_output, unique_id, Bundle, Runtime};
+use lucid_tests::{
+    assert_nothing_left, cgroup_id, host_has_v1_devices, run_output, unique_id, Bundle, Runtime,
+};
 use serde_json::{json, Value};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_syscall-loop");
@@ -100,6 +102,39 @@ fn syscalls_counts_exactly_the_containers_getppid_and_failing_opens() {
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1000", "1000", "open"]),
         "{table}"
+    );
+    rt.ok(&["delete", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+#[test]
+fn syscall_counting_switched_off_host_wide_attaches_no_hook_and_says_why() {
+    let settings = tempfile::tempdir().unwrap();
+    let conf = settings.path().join("lucid.conf");
+    std::fs::write(&conf, "ebpf.syscalls = off\n").unwrap();
+    let mut rt = Runtime::new();
+    rt.set_env("LUCID_CONFIG", conf.to_str().unwrap());
+    let id = unique_id("nosys");
+    let bundle = helper_bundle(&rt, &id, &["100"]);
+    rt.ok(&["create", "--bundle", bundle.arg(), &id]);
+    let pins = Programs::open(rt.pin_root()).expect("the create loaded the programs");
+    assert!(
+        !pins.pin_dir().join("links/syscall_exit").exists(),
+        "a syscall hook is attached although counting is off"
+    );
+    let features = rt.ok(&["features"]);
+    assert!(
+        features.contains("\"lucid.ebpf.syscalls\": \"off: ebpf.syscalls = off in"),
+        "{features}"
+    );
+    rt.ok(&["start", &id]);
+    wait_stopped(&rt, &id);
+    let out = rt.lucid(&["syscalls", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("syscalls feature is off") && stderr.contains(conf.to_str().unwrap()),
+        "{stderr}"
     );
     rt.ok(&["delete", &id]);
     assert_nothing_left(&rt, &id, bundle.path());
@@ -199,7 +234,7 @@ fn exec_and_exit_events_of_sh_carry_the_path_and_exit_code() {
     rt.ok(&["start", &id]);
     wait_stopped(&rt, &id);
     let mut events: Vec<Event> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = lucid_tests::deadline(5);
     while !events.iter().any(|e| {
         matches!(
             e,
@@ -330,10 +365,25 @@ fn delete_leaves_no_pin_link_or_map_entry() {
 }
 
 #[test]
-fn without_bpf_containers_run_and_lucid_warns_once() {
+fn without_bpf_lucid_warns_once_or_refuses_where_only_ebpf_filters_devices() {
     let mut rt = Runtime::new();
     // Not a BPF file system, and none can be mounted there.
     rt.set_pin_root(Path::new("/sys/kernel/lucid-no-bpf"));
+    if !host_has_v1_devices() {
+        // A pure v2 host: the default device rules need the eBPF filter, and lucid will not
+        // run a container with every device allowed.
+        let id = unique_id("nobpf");
+        let bundle = Bundle::new(&rt, &id, &["sh", "-c", "echo ran"]);
+        let out = rt.lucid(&["create", "--bundle", bundle.arg(), &id]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "created without a device filter");
+        assert!(
+            stderr.contains("linux.resources.devices") && stderr.contains("cgroup_device"),
+            "{stderr}"
+        );
+        assert_nothing_left(&rt, &id, bundle.path());
+        return;
+    }
     let mut stderrs = Vec::new();
     for round in 0..2 {
         let id = unique_id(&format!("nobpf{round}"));

@@ -112,7 +112,7 @@ fn plant(bundle: &mut Bundle, bin: &Path) {
 
 fn wait_for_log(bundle: &Bundle) -> String {
     let log = bundle.rootfs().join("attack.log");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = lucid_tests::deadline(20);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("DONE") {
@@ -137,7 +137,7 @@ fn inner_pid(pid: i32) -> i32 {
 }
 
 fn read_pid_file(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(pid) = text.trim().parse() {

@@ -242,7 +242,7 @@ fn exec_detach_writes_the_pid_file_of_a_process_in_the_container() {
     assert_eq!(cmdline, "sleep\u{0}30\u{0}");
     // Deleting the container takes the exec'd process with it.
     rt.ok(&["delete", "--force", &id]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     while std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
     {
@@ -344,7 +344,7 @@ fn exec_tty_detached_hands_the_pty_to_the_console_socket() {
     let master = receiver.join().unwrap();
     nix::unistd::write(&master, b"ping\n").unwrap();
     let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     while !seen.contains("got:ping") {
         assert!(Instant::now() < deadline, "{seen}");
         let mut buf = [0u8; 256];

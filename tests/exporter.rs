@@ -578,6 +578,19 @@ fn incomplete_or_older_version_pins_do_not_stop_the_exporter() {
         !old_dir.join("maps").exists(),
         "the older version was not swept"
     );
+    // Which features work here, and the syscall hook the kernel took.
+    for name in lucid_ebpf::feature::NAMES {
+        assert_eq!(
+            value(&text, "lucid_ebpf_feature_enabled", &[("feature", name)]),
+            Some(1.0),
+            "{name}"
+        );
+    }
+    let hooks: Vec<f64> = ["fexit", "tracepoint"]
+        .iter()
+        .filter_map(|hook| value(&text, "lucid_ebpf_syscall_hook_info", &[("hook", hook)]))
+        .collect();
+    assert_eq!(hooks, [1.0], "one syscall hook");
 }
 
 #[test]

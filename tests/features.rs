@@ -87,6 +87,32 @@ fn the_document_has_runc_schema_and_versions() {
 }
 
 #[test]
+fn annotations_say_which_ebpf_features_work_here_and_the_syscall_hook() {
+    let rt = Runtime::new();
+    let annotations = features(&rt)["annotations"].clone();
+    let text = |key: &str| {
+        annotations[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no annotation {key}: {annotations}"))
+            .to_owned()
+    };
+    // Every kernel lucid is tested on (this host and the guests of `cargo xtask vm`) takes a
+    // program for every feature.
+    for name in lucid_ebpf::feature::NAMES {
+        let value = text(&format!("lucid.ebpf.{name}"));
+        assert!(value.starts_with("on: "), "{name}: {value}");
+    }
+    let program = text("lucid.ebpf.syscalls");
+    let hook = text("lucid.ebpf.syscalls.hook");
+    let expected = if program.starts_with("on: syscall_exit_tp") {
+        "tracepoint"
+    } else {
+        "fexit"
+    };
+    assert_eq!(hook, expected, "{program}");
+}
+
+#[test]
 fn every_claimed_hook_point_runs() {
     let rt = Runtime::new();
     let kinds = strings(&features(&rt)["hooks"]);

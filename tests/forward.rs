@@ -778,7 +778,7 @@ fn forwarding_refuses_what_it_cannot_honour_by_name() {
             .stderr(std::fs::File::create(&log).expect("a log file"))
             .spawn()
             .expect("starting lucid-exporter");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = lucid_tests::deadline(20);
         let status = loop {
             if let Some(status) = child.try_wait().expect("waiting for lucid-exporter") {
                 break status;

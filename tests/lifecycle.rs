@@ -173,7 +173,7 @@ fn signal_recorder(rt: &Runtime, id: &str) -> (Bundle, tempfile::TempDir) {
 }
 
 fn wait_for_file(path: &std::path::Path) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     while !path.exists() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -185,7 +185,7 @@ fn wait_for_file(path: &std::path::Path) {
 }
 
 fn wait_for_content(path: &std::path::Path, want: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     loop {
         let got = std::fs::read_to_string(path).unwrap_or_default();
         if got == want {

@@ -110,7 +110,7 @@ impl Podman {
             .stderr(stderr.try_clone().expect("duplicating a descriptor"))
             .spawn()
             .expect("running podman");
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = lucid_tests::deadline(120);
         let status = loop {
             if let Ok(Some(status)) = child.try_wait() {
                 break status;

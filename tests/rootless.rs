@@ -224,7 +224,7 @@ fn rootless_container_runs_as_an_unprivileged_user() {
         assert!(!dir.exists(), "a cgroup was made at {}", dir.display());
     }
     user.ok(bundle.xdg.path(), &["kill", id, "KILL"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     loop {
         let state: Value =
             serde_json::from_str(&user.ok(bundle.xdg.path(), &["state", id])).unwrap();

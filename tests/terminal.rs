@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lucid_tests::{assert_nothing_left, unique_id, Bundle, Runtime};
 use nix::sys::termios::{tcgetattr, LocalFlags};
@@ -20,7 +20,7 @@ fn read_until(fd: &OwnedFd, needle: &str, seen: &mut String) {
 /// Reads from `fd` into `seen` while `more` says so; fails the test after
 /// 10 s or when the other side closes.
 fn read_while(fd: &OwnedFd, seen: &mut String, needle: &str, more: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = lucid_tests::deadline(10);
     while more(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "never saw {needle:?}; got {seen:?}");

@@ -75,6 +75,10 @@ pub struct BpfHost {
     pub stats_enabled: bool,
     /// Run time per program, when stats are enabled.
     pub programs: Vec<ProgramRunTime>,
+    /// Each eBPF feature and whether it works here (empty when the programs are not open).
+    pub features: Vec<lucid_ebpf::FeatureStatus>,
+    /// The hook counting syscalls, when the kernel took one.
+    pub syscall_hook: Option<lucid_ebpf::SyscallHook>,
 }
 
 /// The pinned programs, opened lazily and reopened after a failure.
@@ -118,6 +122,16 @@ impl Bpf {
                     },
                     programs.pin_dir().display()
                 );
+                match programs.features() {
+                    Ok(features) => {
+                        for f in &features {
+                            if let Some(why) = f.why_off() {
+                                log::warn!("eBPF feature {} is off: {why}", f.name);
+                            }
+                        }
+                    }
+                    Err(e) => log::warn!("reading eBPF features: {e}"),
+                }
                 self.programs = Some(programs);
                 true
             }
@@ -202,11 +216,21 @@ impl Bpf {
         } else {
             Vec::new()
         };
+        let features = match programs.features() {
+            Ok(features) => features,
+            Err(e) => {
+                log::warn!("reading eBPF features: {e}");
+                errors.read += 1;
+                Vec::new()
+            }
+        };
         BpfHost {
             up: true,
             health,
             stats_enabled,
             programs: run_times,
+            features,
+            syscall_hook: programs.syscall_hook(),
         }
     }
 }

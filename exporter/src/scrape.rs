@@ -480,6 +480,38 @@ pub fn latency_buckets(log2_ns: &[u64]) -> (Vec<(f64, u64)>, u64, f64) {
 
 fn put_host(f: &mut Exposition, host: &BpfHost) {
     f.value("lucid_ebpf_up", "", if host.up { 1.0 } else { 0.0 });
+    for feature in &host.features {
+        let (state, program) = match &feature.availability {
+            lucid_ebpf::Availability::On { program } => ("on", program.as_str()),
+            lucid_ebpf::Availability::SwitchedOff { .. } => ("switched_off", ""),
+            lucid_ebpf::Availability::Unsupported { .. } => ("unsupported", ""),
+        };
+        f.value(
+            "lucid_ebpf_feature_enabled",
+            &render_labels(&[("feature", feature.name)]),
+            if feature.is_on() { 1.0 } else { 0.0 },
+        );
+        f.value(
+            "lucid_ebpf_feature_info",
+            &render_labels(&[
+                ("feature", feature.name),
+                ("state", state),
+                ("program", program),
+            ]),
+            1.0,
+        );
+    }
+    if let Some(hook) = host.syscall_hook {
+        let hook = match hook {
+            lucid_ebpf::SyscallHook::Fexit => "fexit",
+            lucid_ebpf::SyscallHook::Tracepoint => "tracepoint",
+        };
+        f.value(
+            "lucid_ebpf_syscall_hook_info",
+            &render_labels(&[("hook", hook)]),
+            1.0,
+        );
+    }
     f.value(
         "lucid_bpf_stats_enabled",
         "",

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lucid_ebpf::{DeviceType, Programs, RegisterOptions};
+use lucid_ebpf::{DeviceType, Programs, RegisterOptions, SyscallHook};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::devices::DeviceRule;
@@ -58,6 +58,16 @@ pub enum EbpfError {
     /// The container is not watched.
     #[error("container {0} is not watched by lucid's eBPF programs: eBPF was unavailable or failed when it was created (see the warning in lucid's log)")]
     NotWatched(String),
+    /// A feature the command needs is off on this host.
+    #[error("container {id}: the eBPF {feature} feature is off on this host: {reason}")]
+    FeatureOff {
+        /// The container.
+        id: String,
+        /// The feature.
+        feature: &'static str,
+        /// Why: the kernel's refusals or the setting that switched it off.
+        reason: String,
+    },
     /// Reading the programs' maps failed.
     #[error("reading the eBPF counters under {}: {cause}", pin_root.display())]
     Read {
@@ -161,7 +171,8 @@ pub fn attach(request: &AttachRequest) -> Result<Option<Registration>, EbpfError
     let Some(cgroup_dir) = request.cgroup_dir else {
         warn_once(
             request.state_root,
-            "this host has no cgroup v2 hierarchy, which lucid's eBPF programs find containers by",
+            "running containers without eBPF (no syscall, network or process counts): this host \
+             has no cgroup v2 hierarchy, which lucid's eBPF programs find containers by",
         );
         return Ok(None);
     };
@@ -172,12 +183,30 @@ pub fn attach(request: &AttachRequest) -> Result<Option<Registration>, EbpfError
             if devices.is_some() {
                 return Err(EbpfError::DeviceFilterUnavailable(Box::new(e)));
             }
-            warn_once(request.state_root, &e.to_string());
+            warn_once(
+                request.state_root,
+                &format!(
+                    "running containers without eBPF (no syscall, network or process counts): {e}"
+                ),
+            );
             return Ok(None);
         }
         Err(e) => return unwatched(devices.is_some(), cgroup_dir, &pin_root, e),
     };
-    clear_warning(request.state_root);
+    match programs.features() {
+        Ok(features) => {
+            let off = features_off(&features);
+            if off.is_empty() {
+                clear_warning(request.state_root);
+            } else {
+                warn_once(
+                    request.state_root,
+                    &format!("eBPF features off on this host: {off}"),
+                );
+            }
+        }
+        Err(e) => return unwatched(devices.is_some(), cgroup_dir, &pin_root, e),
+    }
     let options = RegisterOptions {
         syscall_latency: request.syscall_latency,
         devices: devices.clone(),
@@ -274,6 +303,16 @@ pub fn syscalls(
         cause: Box::new(source),
     };
     let programs = Programs::open(&registration.pin_root).map_err(read_err)?;
+    let counting = programs
+        .feature(lucid_ebpf::feature::SYSCALLS)
+        .map_err(read_err)?;
+    if let Some(reason) = counting.why_off() {
+        return Err(EbpfError::FeatureOff {
+            id: id.to_owned(),
+            feature: counting.name,
+            reason: reason.to_owned(),
+        });
+    }
     programs
         .syscalls(registration.cgroup_id)
         .map_err(|e| match e {
@@ -282,21 +321,39 @@ pub fn syscalls(
         })
 }
 
-/// Logs that eBPF is unavailable, once per state root and reason.
-fn warn_once(state_root: &Path, reason: &str) {
+/// The features that are off, each with why, in one line (empty when all are on).
+fn features_off(features: &[lucid_ebpf::FeatureStatus]) -> String {
+    features
+        .iter()
+        .filter_map(|f| f.why_off().map(|why| format!("{} ({why})", f.name)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Logs `message` (what eBPF cannot do here, and why), once per state root
+/// and message.
+fn warn_once(state_root: &Path, message: &str) {
     let marker = state_root.join(UNAVAILABLE_MARKER);
-    if std::fs::read_to_string(&marker).is_ok_and(|said| said == reason) {
-        log::debug!("running without eBPF: {reason}");
+    if std::fs::read_to_string(&marker).is_ok_and(|said| said == message) {
+        log::debug!("{message}");
         return;
     }
     log::warn!(
-        "running containers without eBPF (no syscall, network or process counts): {reason}; \
-         this warning is given once (until {} is removed)",
+        "{message}; this warning is given once (until {} is removed)",
         marker.display()
     );
-    if let Err(e) = std::fs::write(&marker, reason) {
+    if let Err(e) = std::fs::write(&marker, message) {
         log::debug!("writing {}: {e}", marker.display());
     }
+}
+
+/// What eBPF does on this host, for `lucid features`: each feature's state, the
+/// syscall hook, or why eBPF cannot be used at all. Opens the pins, loading
+/// the programs first if this boot has none (as the first `create` would).
+pub fn host_features(
+) -> Result<(Vec<lucid_ebpf::FeatureStatus>, Option<SyscallHook>), lucid_ebpf::Error> {
+    let programs = open(&pin_root())?;
+    Ok((programs.features()?, programs.syscall_hook()))
 }
 
 /// eBPF works again: a later failure deserves a new warning.
@@ -431,9 +488,15 @@ mod tests {
     #[test]
     fn warning_is_given_once_per_reason() {
         let root = tempfile::tempdir().unwrap();
-        warn_once(root.path(), "no BTF");
+        warn_once(
+            root.path(),
+            "eBPF features off on this host: exit (no hook)",
+        );
         let marker = root.path().join(UNAVAILABLE_MARKER);
-        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "no BTF");
+        assert_eq!(
+            std::fs::read_to_string(&marker).unwrap(),
+            "eBPF features off on this host: exit (no hook)"
+        );
         clear_warning(root.path());
         assert!(!marker.exists());
     }

@@ -42,6 +42,42 @@ fn capabilities() -> Vec<String> {
         .collect()
 }
 
+/// The annotations: libseccomp's version, lucid's, and what eBPF does on
+/// this host (`lucid.ebpf.<feature>`: `on: <program>`, `off: <why>`;
+/// `lucid.ebpf.syscalls.hook`: `fexit`, `tracepoint` or `none`).
+fn annotations(libseccomp: String) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "io.github.seccomp.libseccomp.version".into(),
+        libseccomp.into(),
+    );
+    map.insert("lucid.version".into(), env!("CARGO_PKG_VERSION").into());
+    match crate::ebpf::host_features() {
+        Ok((features, hook)) => {
+            for f in features {
+                let value = match f.why_off() {
+                    None => match &f.availability {
+                        lucid_ebpf::Availability::On { program } => format!("on: {program}"),
+                        _ => "on".to_owned(),
+                    },
+                    Some(why) => format!("off: {why}"),
+                };
+                map.insert(format!("lucid.ebpf.{}", f.name), value.into());
+            }
+            let hook = match hook {
+                Some(lucid_ebpf::SyscallHook::Fexit) => "fexit",
+                Some(lucid_ebpf::SyscallHook::Tracepoint) => "tracepoint",
+                None => "none",
+            };
+            map.insert("lucid.ebpf.syscalls.hook".into(), hook.into());
+        }
+        Err(e) => {
+            map.insert("lucid.ebpf".into(), format!("unavailable: {e}").into());
+        }
+    }
+    Value::Object(map)
+}
+
 /// The features document.
 pub fn features() -> Value {
     let mount_options = options::known();
@@ -79,10 +115,7 @@ pub fn features() -> Value {
             "mountExtensions": { "idmap": { "enabled": idmap } },
             "netDevices": { "enabled": spec::field_supported("linux.netDevices") },
         },
-        "annotations": {
-            "io.github.seccomp.libseccomp.version": version,
-            "lucid.version": env!("CARGO_PKG_VERSION"),
-        },
+        "annotations": annotations(version),
         // lucid takes no configuration from annotations.
         "potentiallyUnsafeConfigAnnotations": [],
     })

@@ -56,6 +56,26 @@ pub fn lucid_bin() -> PathBuf {
     bin
 }
 
+/// The environment variable that stretches the tests' waiting deadlines, for
+/// slow hosts such as emulated guests (`cargo xtask vm` sets it): a factor,
+/// 1 by default. Deadlines bound waits for things to happen; no test asserts
+/// that anything is fast.
+pub const TIME_SCALE_ENV: &str = "LUCID_TEST_TIME_SCALE";
+
+/// The factor of [`TIME_SCALE_ENV`].
+pub fn time_scale() -> u32 {
+    std::env::var(TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
+/// The instant `secs` seconds from now, stretched by [`time_scale`].
+pub fn deadline(secs: u64) -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(secs * u64::from(time_scale()))
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A container ID unique to this test process.
@@ -205,7 +225,7 @@ impl Runtime {
 
     /// Waits (up to 10 s) until the container reaches `status`.
     pub fn wait_status(&self, id: &str, status: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = deadline(10);
         loop {
             let now = self.status(id);
             if now == status {
@@ -417,6 +437,12 @@ pub fn assert_nothing_left(rt: &Runtime, id: &str, bundle: &Path) {
     assert!(found.is_empty(), "container {id} left behind: {found:#?}");
 }
 
+/// Whether the host has a cgroup v1 devices controller (a hybrid host); on a
+/// pure v2 host only lucid's eBPF filter can enforce device rules.
+pub fn host_has_v1_devices() -> bool {
+    Path::new("/sys/fs/cgroup/devices/devices.allow").exists()
+}
+
 /// The host's cgroup v2 hierarchy as the host sees it.
 pub fn host_v2_root() -> PathBuf {
     let unified = Path::new("/sys/fs/cgroup/unified");
@@ -529,7 +555,7 @@ pub fn read_file(file: &mut std::fs::File) -> String {
 
 /// Waits (up to `secs`) for a condition.
 pub fn wait_until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let deadline = deadline(secs);
     while !ok() {
         assert!(
             std::time::Instant::now() < deadline,

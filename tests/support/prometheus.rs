@@ -137,7 +137,7 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Polls `check` every 200 ms until it returns `Some`, failing with `what` after `secs`.
 pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = crate::deadline(secs);
     loop {
         if let Some(v) = check() {
             return v;

@@ -103,7 +103,7 @@ impl ExitWatch {
             CTRL_CMD_GETFAMILY,
             &attr(CTRL_ATTR_FAMILY_NAME, b"TASKSTATS\0"),
         )?;
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = crate::deadline(2);
         let family = loop {
             let message = watch.recv(deadline)?;
             if let Some(id) = attrs(&message)

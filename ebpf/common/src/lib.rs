@@ -7,7 +7,7 @@
 /// Version of the map and program layout; pins live under `<pin root>/v<LAYOUT_VERSION>/`.
 ///
 /// Bump it whenever a map's key, value, size or meaning changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// How many containers can be watched at once (slots in the counter arrays).
 pub const MAX_CONTAINERS: u32 = 256;
@@ -326,8 +326,90 @@ pub struct KernelOffsets {
     pub cgroup_root: u32,
     /// `struct cgroup_root`, member `hierarchy_id`.
     pub cgroup_root_hierarchy_id: u32,
+    /// `struct cgroup`, member `ancestor_ids` (the ancestors' ids, before Linux 5.19
+    /// replaced it with `ancestors`).
+    pub cgroup_ancestor_ids: u32,
+    /// `struct task_struct`, member `signal`.
+    pub task_signal: u32,
+    /// `struct signal_struct`, member `live` (an `atomic_t`: the counter is its first member).
+    pub signal_live: u32,
+}
+
+/// The eBPF features, each loaded on its own so that one a kernel cannot run never takes the
+/// others down; indexes into the `FEATURES` array.
+pub mod feature {
+    /// The cgroup v2 device filter (`cgroup_device`).
+    pub const DEVICES: u32 = 0;
+    /// Network bytes and packets (`cgroup_skb` ingress and egress).
+    pub const NETWORK: u32 = 1;
+    /// Syscall counts and errors per container.
+    pub const SYSCALLS: u32 = 2;
+    /// The syscall latency histogram (a second syscall hook, on entry).
+    pub const SYSCALL_LATENCY: u32 = 3;
+    /// Exec events and counts.
+    pub const EXEC: u32 = 4;
+    /// Exit events and counts.
+    pub const EXIT: u32 = 5;
+    /// OOM kills per container (needs [`EXIT`]).
+    pub const OOM: u32 = 6;
+    /// Cgroups made below a container's own, counted for it.
+    pub const NESTED: u32 = 7;
+    /// Number of features.
+    pub const COUNT: u32 = 8;
+    /// Their names, by index, as `lucid features` and the exporter show them.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "devices",
+        "network",
+        "syscalls",
+        "syscall_latency",
+        "exec",
+        "exit",
+        "oom",
+        "nested",
+    ];
+}
+
+/// [`FeatureState::state`] values.
+pub mod feature_state {
+    /// Not loaded (the entry was never written).
+    pub const UNKNOWN: u32 = 0;
+    /// Loaded: the kernel took one of the feature's programs.
+    pub const LOADED: u32 = 1;
+    /// The kernel took none of the feature's programs; the reason says why.
+    pub const UNSUPPORTED: u32 = 2;
+}
+
+/// Bytes of [`FeatureState::program`], including the terminating NUL.
+pub const FEATURE_PROGRAM_LEN: usize = 32;
+
+/// Bytes of [`FeatureState::reason`], including the terminating NUL.
+pub const FEATURE_REASON_LEN: usize = 472;
+
+/// What the load made of one feature (`FEATURES` array, index [`feature`]), written once by
+/// the process that loaded the programs, read by every other.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureState {
+    /// [`feature_state`] value.
+    pub state: u32,
     /// Zero.
     pub reserved: u32,
+    /// The program the kernel took (the first of the feature's variants it accepted),
+    /// NUL-terminated; empty unless loaded.
+    pub program: [u8; FEATURE_PROGRAM_LEN],
+    /// Why the kernel took none of them (the first line of each refusal), NUL-terminated.
+    pub reason: [u8; FEATURE_REASON_LEN],
+}
+
+impl Default for FeatureState {
+    fn default() -> Self {
+        Self {
+            state: feature_state::UNKNOWN,
+            reserved: 0,
+            program: [0; FEATURE_PROGRAM_LEN],
+            reason: [0; FEATURE_REASON_LEN],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -359,4 +441,6 @@ mod pod {
     unsafe impl aya::Pod for super::WatchedLevels {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::WatchedCgroup {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FeatureState {}
 }

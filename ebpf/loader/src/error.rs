@@ -1,7 +1,9 @@
 //! The library's error, rolling up each module's.
 use std::path::PathBuf;
 
-use crate::{cgroup::CgroupError, devices::DeviceError, kernel_btf::BtfError};
+use crate::{
+    cgroup::CgroupError, devices::DeviceError, kernel_btf::BtfError, settings::SettingsError,
+};
 
 /// Why eBPF cannot be used on this host; the runtime says it once and runs containers without.
 #[derive(Debug, thiserror::Error)]
@@ -20,13 +22,23 @@ pub enum Unavailable {
         /// Why mounting failed.
         detail: String,
     },
-    /// The kernel refused to load or attach a program (verifier, missing hook or feature).
-    #[error("the kernel refused program {program}: {detail}; lucid's eBPF programs need Linux 6.9+ on x86_64 with BTF")]
+    /// The kernel refused to create the maps every feature needs.
+    #[error(
+        "the kernel refused {program}: {detail}; lucid's eBPF programs need Linux 5.10+ on x86_64"
+    )]
     Rejected {
         /// The program.
         program: String,
         /// The kernel's reason, with the verifier log when there is one.
         detail: String,
+    },
+    /// The feature a call needs is off on this host.
+    #[error("the eBPF {feature} feature is off on this host: {reason}")]
+    Feature {
+        /// The feature (`lucid_ebpf_common::feature::NAMES`).
+        feature: &'static str,
+        /// Why (each program's refusal, or the setting that switched it off).
+        reason: String,
     },
 }
 
@@ -42,6 +54,9 @@ pub enum Error {
     /// Bad device rules.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// The host's settings file cannot be used.
+    #[error("eBPF settings: {0}")]
+    Settings(#[from] SettingsError),
     /// A file system operation on the pins failed.
     #[error("{action} {path}: {source}")]
     Pin {

@@ -77,7 +77,9 @@ pub fn offsets_from_btf(data: &[u8]) -> Result<KernelOffsets, BtfError> {
         cgroup_ancestors: find("cgroup", "ancestors"),
         cgroup_root: find("cgroup", "root"),
         cgroup_root_hierarchy_id: find("cgroup_root", "hierarchy_id"),
-        reserved: 0,
+        cgroup_ancestor_ids: find("cgroup", "ancestor_ids"),
+        task_signal: find("task_struct", "signal"),
+        signal_live: find("signal_struct", "live"),
     })
 }
 
@@ -195,8 +197,13 @@ mod tests {
         ] {
             assert_ne!(offset, 0, "{name} not found in the kernel's BTF");
         }
-        // `ancestors` is the last member of struct cgroup (a flexible array in a union).
+        // `ancestors` is the last member of struct cgroup (a flexible array in a union); the
+        // older `ancestor_ids` is gone from this kernel.
         assert!(offsets.cgroup_ancestors > offsets.cgroup_level);
+        assert_eq!(offsets.cgroup_ancestor_ids, 0);
+        assert_ne!(offsets.task_signal, 0, "task_struct.signal");
+        // `live` is not the first member of signal_struct.
+        assert_ne!(offsets.signal_live, 0, "signal_struct.live");
     }
 
     #[test]

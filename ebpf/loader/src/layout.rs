@@ -11,7 +11,7 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/lucid";
 /// `statfs` magic of a BPF file system.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Maps pinned under `maps/`, all of the object's but `OOM_VICTIMS`, which only programs use.
+/// Maps pinned under `maps/`: every map of the object.
 pub(crate) const MAPS: &[&str] = &[
     "WATCHED",
     "LEVELS",
@@ -25,6 +25,7 @@ pub(crate) const MAPS: &[&str] = &[
     "STATS",
     "NET",
     "DEVICE_RULES",
+    "FEATURES",
 ];
 
 /// Programs pinned under `progs/`, attached per container or on demand.
@@ -83,25 +84,10 @@ impl Layout {
         self.containers().join(cgroup_id.to_string())
     }
 
-    /// Every pin a complete, loaded version directory has; each inner list needs one of its
-    /// pins (the programs of the hook the kernel took).
-    pub fn required_pins(&self) -> Vec<Vec<PathBuf>> {
-        let mut pins: Vec<Vec<PathBuf>> = MAPS.iter().map(|m| vec![self.map(m)]).collect();
-        for p in [PROG_NET_INGRESS, PROG_NET_EGRESS, PROG_DEVICE] {
-            pins.push(vec![self.prog(p)]);
-        }
-        pins.push(vec![
-            self.prog(PROG_SYSCALL_EXIT_FEXIT),
-            self.prog(PROG_SYSCALL_EXIT_TP),
-        ]);
-        pins.push(vec![
-            self.prog(PROG_SYSCALL_ENTER_FENTRY),
-            self.prog(PROG_SYSCALL_ENTER_TP),
-        ]);
-        for l in [LINK_EXEC, LINK_EXIT, LINK_OOM, LINK_CGROUP_MKDIR] {
-            pins.push(vec![self.link(l)]);
-        }
-        pins
+    /// Every pin a complete, loaded version directory has: the maps. Programs and links are
+    /// pinned for the features the kernel took, which `FEATURES` records.
+    pub fn required_pins(&self) -> Vec<PathBuf> {
+        MAPS.iter().map(|m| self.map(m)).collect()
     }
 }
 

@@ -28,8 +28,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every program needs Linux 6.9 or newer on x86_64 (the `x64_sys_call` dispatcher), with BTF
-//! and a BPF file system; without them [`Error::is_unavailable`] is true.
+//! Each feature (device filter, network, syscalls, exec, exit, OOM, nested cgroups) loads on
+//! its own, with the programs its kernel accepts; [`Programs::features`] says which are on
+//! and why the others are off (ebpf/README.md has the table per kernel). With no bpf(2) or
+//! BPF file system at all, [`Error::is_unavailable`] is true.
 
 mod cgroup;
 pub mod devices;
@@ -40,6 +42,7 @@ mod layout;
 mod load;
 mod programs;
 mod read;
+pub mod settings;
 mod sys;
 pub mod syscall_names;
 mod watched;
@@ -49,9 +52,14 @@ pub use devices::{DeviceError, DeviceRule, DeviceType};
 pub use error::{Error, Unavailable};
 pub use events::{Event, EventReader};
 pub use layout::{remove_pin_root, DEFAULT_PIN_ROOT};
+pub use lucid_ebpf_common::feature;
 pub use lucid_ebpf_common::LAYOUT_VERSION;
-pub use programs::{Opened, Programs, RegisterOptions, Registered, SweepReport, SyscallHook};
+pub use programs::{
+    Availability, FeatureStatus, Opened, Programs, RegisterOptions, Registered, SweepReport,
+    SyscallHook,
+};
 pub use read::{ContainerStats, Health, LatencyHistogram, MapEntries, SyscallRow};
+pub use settings::Settings;
 pub use sys::KernelLink;
 
 /// The BPF links of this host attached to the `raw_syscalls` tracepoints (`sys_enter`,

@@ -17,16 +17,20 @@ use aya::{
     },
 };
 use lucid_ebpf_common::{
-    ContainerCounters, DeviceRules, Inflight, LatencyHist, LatencyKey, NetCounters, SyscallCount,
-    Watch, WatchedCgroup, WatchedLevels, LAYOUT_VERSION, MAX_CGROUP_LEVEL, MAX_CONTAINERS,
-    MAX_WATCHED_LEVELS, SYSCALL_SLOTS, WATCHED_TABLE_SIZE, WATCHED_TOMBSTONE, WATCH_LATENCY,
+    feature, feature_state, ContainerCounters, DeviceRules, FeatureState, Inflight, LatencyHist,
+    LatencyKey, NetCounters, SyscallCount, Watch, WatchedCgroup, WatchedLevels, LAYOUT_VERSION,
+    MAX_CGROUP_LEVEL, MAX_CONTAINERS, MAX_WATCHED_LEVELS, SYSCALL_SLOTS, WATCHED_TABLE_SIZE,
+    WATCHED_TOMBSTONE, WATCH_LATENCY,
 };
 
 use crate::{
     cgroup::Cgroup,
     devices::{self, DeviceRule},
+    error::Unavailable,
     layout::{self, Layout},
-    load, sys, watched, Error,
+    load,
+    settings::Settings,
+    sys, watched, Error,
 };
 
 /// Attach type numbers the kernel uses in cgroup storage keys.
@@ -108,6 +112,52 @@ pub struct Programs {
     pub(crate) stats: Array<MapData, u64>,
     pub(crate) net: PerCpuCgroupStorage<MapData, NetCounters>,
     pub(crate) device_rules: CgroupStorage<MapData, DeviceRules>,
+    pub(crate) features: Array<MapData, FeatureState>,
+}
+
+/// Whether a feature works on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// Loaded and in use, by this program of the object.
+    On {
+        /// The program the kernel took (e.g. `syscall_exit_tp` for the tracepoint hook).
+        program: String,
+    },
+    /// Loaded, but switched off by the host's settings.
+    SwitchedOff {
+        /// The setting and its file.
+        setting: String,
+    },
+    /// The kernel took none of the feature's programs.
+    Unsupported {
+        /// Each program's refusal.
+        reason: String,
+    },
+}
+
+/// One feature and whether it works here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureStatus {
+    /// Its name (`devices`, `network`, `syscalls`, ...).
+    pub name: &'static str,
+    /// Whether it works.
+    pub availability: Availability,
+}
+
+impl FeatureStatus {
+    /// Whether the feature is on.
+    pub fn is_on(&self) -> bool {
+        matches!(self.availability, Availability::On { .. })
+    }
+
+    /// Why it is off, if it is.
+    pub fn why_off(&self) -> Option<&str> {
+        match &self.availability {
+            Availability::On { .. } => None,
+            Availability::SwitchedOff { setting } => Some(setting),
+            Availability::Unsupported { reason } => Some(reason),
+        }
+    }
 }
 
 fn open_map<T>(layout: &Layout, name: &'static str) -> Result<T, Error>
@@ -169,6 +219,7 @@ impl Programs {
             stats: open_map(&layout, "STATS")?,
             net: open_map(&layout, "NET")?,
             device_rules: open_map(&layout, "DEVICE_RULES")?,
+            features: open_map(&layout, "FEATURES")?,
             root: root.to_owned(),
             layout,
             opened,
@@ -183,11 +234,7 @@ impl Programs {
     pub fn open_or_load(pin_root: &Path) -> Result<Self, Error> {
         let layout = Layout::current(pin_root);
         if layout.dir.exists() {
-            if layout
-                .required_pins()
-                .iter()
-                .any(|one_of| !one_of.iter().any(|p| p.exists()))
-            {
+            if layout.required_pins().iter().any(|p| !p.exists()) {
                 return Err(Error::IncompletePins(layout.dir.clone()));
             }
             return Self::open(pin_root);
@@ -195,7 +242,8 @@ impl Programs {
         layout::ensure_bpffs(pin_root)?;
         let staging =
             Layout::new(pin_root.join(format!("loading-v{LAYOUT_VERSION}-{}", std::process::id())));
-        let loaded = load::load_and_pin(&staging);
+        let settings = Settings::load()?;
+        let loaded = load::load_and_pin(&staging, &settings);
         if let Err(e) = loaded {
             if let Err(cleanup) = layout::remove_pin_root(&staging.dir) {
                 log::warn!("{cleanup}");
@@ -227,13 +275,66 @@ impl Programs {
         Ok(programs)
     }
 
-    /// The hook counting syscalls on this host.
-    pub fn syscall_hook(&self) -> SyscallHook {
+    /// The hook counting syscalls on this host, or `None` when the kernel took neither.
+    pub fn syscall_hook(&self) -> Option<SyscallHook> {
         if self.layout.prog(layout::PROG_SYSCALL_EXIT_FEXIT).exists() {
-            SyscallHook::Fexit
+            Some(SyscallHook::Fexit)
+        } else if self.layout.prog(layout::PROG_SYSCALL_EXIT_TP).exists() {
+            Some(SyscallHook::Tracepoint)
         } else {
-            SyscallHook::Tracepoint
+            None
         }
+    }
+
+    /// What the load made of each feature, with the host's settings applied (a feature the
+    /// kernel took but the settings switch off is [`Availability::SwitchedOff`]).
+    pub fn features(&self) -> Result<Vec<FeatureStatus>, Error> {
+        let settings = Settings::load()?;
+        let mut out = Vec::with_capacity(feature::COUNT as usize);
+        for index in 0..feature::COUNT {
+            let record = self
+                .features
+                .get(&index, 0)
+                .map_err(Error::map("FEATURES"))?;
+            let text = |bytes: &[u8]| {
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                String::from_utf8_lossy(&bytes[..end]).into_owned()
+            };
+            let syscall_feature = index == feature::SYSCALLS || index == feature::SYSCALL_LATENCY;
+            let availability = match record.state {
+                feature_state::LOADED if syscall_feature && !settings.syscalls => {
+                    Availability::SwitchedOff {
+                        setting: format!("ebpf.syscalls = off in {}", settings.describe_source()),
+                    }
+                }
+                feature_state::LOADED => Availability::On {
+                    program: text(&record.program),
+                },
+                feature_state::UNSUPPORTED => Availability::Unsupported {
+                    reason: text(&record.reason),
+                },
+                _ => Availability::Unsupported {
+                    reason: "not recorded by the load (an interrupted load: remove the pins)"
+                        .to_owned(),
+                },
+            };
+            out.push(FeatureStatus {
+                name: feature::NAMES[index as usize],
+                availability,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The status of one feature (a [`lucid_ebpf_common::feature`] index).
+    pub fn feature(&self, index: u32) -> Result<FeatureStatus, Error> {
+        self.features()?
+            .into_iter()
+            .nth(index as usize)
+            .ok_or_else(|| Error::Program {
+                program: "(features)",
+                detail: format!("no feature {index}"),
+            })
     }
 
     /// The kernel ids of this version's syscall programs (counting and latency), to tell
@@ -345,7 +446,8 @@ impl Programs {
             (layout::PROG_NET_EGRESS, CgroupSkbAttachType::Egress),
         ] {
             let pin = dir.join(prog);
-            if pin.exists() {
+            // Not pinned: the kernel refused the network feature (FEATURES says why).
+            if pin.exists() || !self.layout.prog(prog).exists() {
                 continue;
             }
             let mut p =
@@ -366,6 +468,17 @@ impl Programs {
         }
         let device_pin = dir.join(layout::PROG_DEVICE);
         if let Some(table) = &device_table {
+            if !self.layout.prog(layout::PROG_DEVICE).exists() {
+                let reason = self
+                    .feature(feature::DEVICES)?
+                    .why_off()
+                    .unwrap_or("not pinned")
+                    .to_owned();
+                return Err(Error::Unavailable(Unavailable::Feature {
+                    feature: "devices",
+                    reason,
+                }));
+            }
             if !device_pin.exists() {
                 let p = CgroupDevice::from_pin(self.layout.prog(layout::PROG_DEVICE))
                     .map_err(program_err(layout::PROG_DEVICE))?;
@@ -635,6 +748,8 @@ impl Programs {
     /// tracepoints, even the syscalls of tasks outside any container), so with nothing
     /// registered none is attached. Called under the version directory's lock.
     fn sync_syscall_links(&mut self, all: &[(u64, Watch)]) -> Result<(), Error> {
+        // Switched off host-wide: as if no container were registered.
+        let all = if Settings::load()?.syscalls { all } else { &[] };
         let latency = all.iter().any(|(_, w)| w.flags & WATCH_LATENCY != 0);
         // Entry before exit when attaching, so that no exit finds a missing start; the reverse
         // when detaching.
@@ -679,6 +794,10 @@ impl Programs {
             return Ok(());
         }
         let trampoline = self.layout.prog(trampoline_prog);
+        if !trampoline.exists() && !self.layout.prog(tp_prog).exists() {
+            // The kernel took neither hook: the feature is off (FEATURES says why).
+            return Ok(());
+        }
         let fd_link: FdLink = if trampoline.exists() {
             if entry {
                 let mut p = FEntry::from_pin(trampoline).map_err(program_err(trampoline_prog))?;

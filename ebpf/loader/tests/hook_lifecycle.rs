@@ -25,7 +25,7 @@ fn hook_links(bpf: &Programs) -> usize {
 
 /// Links of the fexit/fentry programs, on kernels that took them (not raw tracepoints).
 fn trampoline_links(bpf: &Programs) -> usize {
-    if bpf.syscall_hook() == lucid_ebpf::SyscallHook::Tracepoint {
+    if bpf.syscall_hook() != Some(lucid_ebpf::SyscallHook::Fexit) {
         return 0;
     }
     ["syscall_exit", "syscall_enter"]

@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, CgroupStorage, HashMap, PerCpuCgroupStorage, RingBuf},
 };
 use lucid_ebpf_common::{
-    ContainerCounters, DeviceRules, Inflight, KernelOffsets, LatencyHist, LatencyKey, NetCounters,
-    SyscallCount, WatchedCgroup, WatchedLevels, EVENTS_RING_BYTES, INFLIGHT_ENTRIES,
-    LATENCY_ENTRIES, MAX_CONTAINERS, SYSCALL_SLOTS, WATCHED_TABLE_SIZE,
+    feature, ContainerCounters, DeviceRules, FeatureState, Inflight, KernelOffsets, LatencyHist,
+    LatencyKey, NetCounters, SyscallCount, WatchedCgroup, WatchedLevels, EVENTS_RING_BYTES,
+    INFLIGHT_ENTRIES, LATENCY_ENTRIES, MAX_CONTAINERS, SYSCALL_SLOTS, WATCHED_TABLE_SIZE,
 };
 
 /// Watched v2 cgroup id -> its counter slot and options: an open-addressing table that user
@@ -64,6 +64,11 @@ pub static NET: PerCpuCgroupStorage<NetCounters> = PerCpuCgroupStorage::new();
 #[map]
 pub static DEVICE_RULES: CgroupStorage<DeviceRules> = CgroupStorage::new();
 
+/// What the load made of each feature (index `lucid_ebpf_common::feature`): written by the
+/// loader, read by user space only.
+#[map]
+pub static FEATURES: Array<FeatureState> = Array::with_max_entries(feature::COUNT, 0);
+
 /// Offsets into kernel structures, set by the loader from the running kernel's BTF.
 #[unsafe(no_mangle)]
 pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -80,7 +85,9 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_ancestors: 0,
     cgroup_root: 0,
     cgroup_root_hierarchy_id: 0,
-    reserved: 0,
+    cgroup_ancestor_ids: 0,
+    task_signal: 0,
+    signal_live: 0,
 };
 
 /// Adds one to a health counter.

@@ -1,11 +1,9 @@
 //! Cgroups created below a watched container's own.
-use aya_ebpf::{
-    helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext,
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use lucid_ebpf_common::{MAX_CONTAINERS, MAX_WATCHED_LEVELS};
 
 use crate::{
-    container::lookup,
+    container::{ancestor_id, lookup, read},
     maps::{atomic_add, kernel_offsets, COUNTERS, LEVELS, NESTED},
 };
 
@@ -22,13 +20,6 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-/// `bpf_probe_read_kernel` of a `T` at `base + offset`.
-#[inline(always)]
-fn read<T>(base: *const u8, offset: usize) -> Result<T, ()> {
-    // SAFETY: a probe read: a bad address makes the helper fail, not fault.
-    unsafe { bpf_probe_read_kernel(base.add(offset).cast::<T>()) }.map_err(|_| ())
-}
-
 fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let levels = LEVELS.get(0).ok_or(())?;
     if levels.len == 0 {
@@ -39,20 +30,18 @@ fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let found = if o.cgroup_root == 0
         || o.cgroup_root_hierarchy_id == 0
         || o.cgroup_level == 0
-        || o.cgroup_ancestors == 0
-        || o.cgroup_kn == 0
-        || o.kernfs_node_id == 0
+        || (o.cgroup_ancestors == 0 && o.cgroup_ancestor_ids == 0)
     {
         // Without the offsets nothing tells where the cgroup is: assume below a container.
         None
     } else {
         // The v2 hierarchy is hierarchy 0; v1 cgroup ids are another numbering.
-        let root: *const u8 = read(cgroup, o.cgroup_root as usize)?;
-        let hierarchy: i32 = read(root, o.cgroup_root_hierarchy_id as usize)?;
+        let root: *const u8 = read(cgroup, o.cgroup_root as usize).ok_or(())?;
+        let hierarchy: i32 = read(root, o.cgroup_root_hierarchy_id as usize).ok_or(())?;
         if hierarchy != 0 {
             return Ok(());
         }
-        let level: i32 = read(cgroup, o.cgroup_level as usize)?;
+        let level: i32 = read(cgroup, o.cgroup_level as usize).ok_or(())?;
         let mut found = Err(());
         for i in 0..MAX_WATCHED_LEVELS {
             if i >= levels.len as usize {
@@ -62,13 +51,7 @@ fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), ()> {
             if watched_level as i32 >= level {
                 continue;
             }
-            // cgroup->ancestors[watched_level]->kn->id
-            let ancestor: *const u8 = read(
-                cgroup,
-                o.cgroup_ancestors as usize + 8 * watched_level as usize,
-            )?;
-            let kn: *const u8 = read(ancestor, o.cgroup_kn as usize)?;
-            let id: u64 = read(kn, o.kernfs_node_id as usize)?;
+            let id = ancestor_id(cgroup, watched_level, &o).ok_or(())?;
             if let Some(watch) = lookup(id) {
                 found = Ok(watch.slot);
                 break;

@@ -4,28 +4,38 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, generated::bpf_ktime_get_ns,
     },
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, fentry},
+    programs::{BtfTracePointContext, FEntryContext},
 };
 use lucid_ebpf_common::{event_kind, stat, ProcessEvent, Watch, MAX_CONTAINERS};
 
 use crate::{
-    container::current_container,
+    container::{current_container, read, BTF, COMPAT},
     maps::{atomic_add, count_stat, kernel_offsets, COUNTERS, EVENTS, INFLIGHT, OOM_VICTIMS},
 };
 
 /// Sends an exec event and counts the exec, for tasks of watched containers.
 ///
-/// `tp_btf/sched_process_exec(p, old_pid, bprm)`; needs Linux 5.5 with BTF.
+/// `tp_btf/sched_process_exec(p, old_pid, bprm)`; needs Linux 5.5 with BTF, 6.1 for this
+/// flavour.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
-    match try_process_exec(&ctx) {
+    match try_process_exec::<BTF>(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let (cgroup_id, watch) = current_container().ok_or(())?;
+/// [`process_exec`] in the compat flavour (Linux 5.5+).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn process_exec_compat(ctx: BtfTracePointContext) -> i32 {
+    match try_process_exec::<COMPAT>(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[inline(always)]
+fn try_process_exec<const FLAVOUR: bool>(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let (cgroup_id, watch) = current_container::<FLAVOUR>().ok_or(())?;
     count(watch, |c| &raw mut c.execs);
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
@@ -78,34 +88,90 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// Sends an exit event with the wait status, counts exits and OOM kills, and forgets the
 /// exiting thread's in-flight syscall.
 ///
-/// `tp_btf/sched_process_exit(p, group_dead)`, run by every exiting thread in its own context
-/// after `do_exit` stored the wait status in `p->exit_code`; needs Linux 6.10 (`group_dead`)
-/// with BTF.
+/// Run by every exiting thread in its own context after `do_exit` stored the wait status in
+/// `p->exit_code`. Three hooks, the loader keeps the first the kernel accepts:
+/// - `tp_btf/sched_process_exit(p, group_dead)`: the tracepoint got `group_dead` in Linux
+///   6.16 (not in Debian's 6.12); this flavour needs 6.1;
+/// - fentry on `taskstats_exit(tsk, group_dead)` ([`process_exit_fentry`]), called just
+///   before the tracepoint on older kernels; needs BPF trampolines (Linux 5.5+);
+/// - `tp_btf/sched_process_exit(p)` ([`process_exit_leader`]) where trampolines are refused:
+///   the group is dead when its leader exits with `signal->live` at zero, which misses a
+///   process whose leader thread ended before its last thread.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
-    match try_process_exit(&ctx) {
+    let group_dead: u64 = ctx.arg(1);
+    match try_process_exit::<BTF>(ctx.arg(0), group_dead & 0xff != 0) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+/// [`process_exit`] on fentry `taskstats_exit(tsk, group_dead)`; `tsk` is the current task.
+#[fentry(function = "taskstats_exit")]
+pub fn process_exit_fentry(ctx: FEntryContext) -> i32 {
+    let group_dead: u64 = ctx.arg(1);
+    match try_process_exit::<BTF>(ctx.arg(0), group_dead as u32 != 0) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// [`process_exit_fentry`] in the compat flavour (Linux 5.5+).
+#[fentry(function = "taskstats_exit")]
+pub fn process_exit_fentry_compat(ctx: FEntryContext) -> i32 {
+    let group_dead: u64 = ctx.arg(1);
+    match try_process_exit::<COMPAT>(ctx.arg(0), group_dead as u32 != 0) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// [`process_exit`] on the one-argument tracepoint, for kernels that refuse trampolines: the
+/// leader's exit with no live thread left stands for the group's.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit_leader(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    match try_process_exit::<COMPAT>(task, leader_of_dead_group(task)) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// Whether `task` is its thread group's leader and no thread of the group is live.
+#[inline(always)]
+fn leader_of_dead_group(task: *const u8) -> bool {
+    let o = kernel_offsets();
+    if o.task_pid == 0 || o.task_tgid == 0 || o.task_signal == 0 || o.signal_live == 0 {
+        return false;
+    }
+    let (Some(pid), Some(tgid)) = (
+        read::<u32>(task, o.task_pid as usize),
+        read::<u32>(task, o.task_tgid as usize),
+    ) else {
+        return false;
+    };
+    if pid != tgid {
+        return false;
+    }
+    let Some(signal) = read::<*const u8>(task, o.task_signal as usize) else {
+        return false;
+    };
+    read::<i32>(signal, o.signal_live as usize) == Some(0)
+}
+
+#[inline(always)]
+fn try_process_exit<const FLAVOUR: bool>(task: *const u8, group_dead: bool) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
     // Removing is a no-op for tasks never chosen; it must run for every task so no victim's
     // entry outlives it, watched or not.
     let oom_victim = OOM_VICTIMS.remove(&tid).is_ok();
-    let (cgroup_id, watch) = current_container().ok_or(())?;
+    let (cgroup_id, watch) = current_container::<FLAVOUR>().ok_or(())?;
     let _ = INFLIGHT.remove(&tid);
     if oom_victim {
         count(watch, |c| &raw mut c.oom_kills);
     }
-    let group_dead: u64 = ctx.arg(1);
-    if group_dead & 0xff == 0 {
+    if !group_dead {
         return Ok(());
     }
     count(watch, |c| &raw mut c.exits);
-    let task: *const u8 = ctx.arg(0);
     let offsets = kernel_offsets();
     let exit_status = if offsets.task_exit_code != 0 {
         // SAFETY: a probe read at an offset from this kernel's BTF; failures are not faults.

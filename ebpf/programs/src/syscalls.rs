@@ -1,11 +1,15 @@
 //! Syscall counts, errors and latency per container.
 //!
 //! Two hooks do the same work; the loader takes the first the kernel accepts:
-//! - fexit/fentry on the x86_64 dispatcher `x64_sys_call(regs, nr)` (Linux 6.9+): tasks pay a
-//!   BPF trampoline on each syscall only, and stay on the fast syscall path;
+//! - fexit/fentry on the x86_64 dispatcher `x64_sys_call(regs, nr)` (Linux 6.9, and the
+//!   stable kernels it was backported to with the BHI fix, such as Debian's 6.1 and 6.12; not
+//!   traceable from 6.16 on): tasks pay a BPF trampoline on each syscall only, and stay on the
+//!   fast syscall path;
 //! - the `raw_syscalls` BTF tracepoints (Linux 5.5+): any probe on them moves every task of the
 //!   host to the slow syscall-entry path, a fixed cost even outside containers. Hosts that
 //!   refuse fentry/fexit (some hardened or sandboxed kernels answer EPERM) get this one.
+//!
+//! Each program also comes in the two flavours of `container.rs` (`_compat`: Linux 5.5+).
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit},
@@ -17,22 +21,32 @@ use lucid_ebpf_common::{
 };
 
 use crate::{
-    container::current_container,
+    container::{current_container, BTF, COMPAT},
     maps::{atomic_add, count_stat, INFLIGHT, LATENCY, SYSCALLS},
 };
 
 /// Counts a returning syscall of a watched container, and records its latency if asked.
 ///
-/// fexit on `x64_sys_call`; needs Linux 6.9 (the dispatcher function) with BTF.
+/// fexit on `x64_sys_call`; needs the dispatcher function (Linux 6.9, or a stable kernel with
+/// the BHI backport) with BTF, and Linux 6.1 for this flavour.
 #[fexit(function = "x64_sys_call")]
 pub fn syscall_exit(ctx: FExitContext) -> i32 {
-    match try_syscall_exit(&ctx) {
+    match try_syscall_exit::<BTF>(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_syscall_exit(ctx: &FExitContext) -> Result<(), ()> {
-    let (_, watch) = current_container().ok_or(())?;
+/// [`syscall_exit`] in the compat flavour (Linux 5.5+ helpers).
+#[fexit(function = "x64_sys_call")]
+pub fn syscall_exit_compat(ctx: FExitContext) -> i32 {
+    match try_syscall_exit::<COMPAT>(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[inline(always)]
+fn try_syscall_exit<const FLAVOUR: bool>(ctx: &FExitContext) -> Result<(), ()> {
+    let (_, watch) = current_container::<FLAVOUR>().ok_or(())?;
     let nr: u32 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
     count_syscall(watch, nr, ret)?;
@@ -84,18 +98,22 @@ fn record_latency(watch: Watch, nr: u32) {
     // SAFETY: a helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let bucket = log2(now.saturating_sub(start));
+    if bucket >= LATENCY_BUCKETS {
+        return;
+    }
+    // The mask keeps the index provably in range for verifiers (Linux 6.1) that lose the
+    // bound of the check above across the branches LLVM makes of `log2`; the volatile read
+    // stops LLVM from dropping the mask as redundant.
+    // SAFETY: a read of a local.
+    let bucket = unsafe { core::ptr::read_volatile(&bucket) } & (LATENCY_BUCKETS - 1);
     let key = LatencyKey { slot, nr };
     if let Some(hist) = LATENCY.get_ptr_mut(&key) {
-        if bucket < LATENCY_BUCKETS {
-            // SAFETY: `hist` comes from a successful lookup; the index is checked above.
-            unsafe { atomic_add(&raw mut (*hist).buckets[bucket], 1) };
-        }
+        // SAFETY: `hist` comes from a successful lookup; the index is masked to the array.
+        unsafe { atomic_add(&raw mut (*hist).buckets[bucket], 1) };
         return;
     }
     let mut hist = LatencyHist::default();
-    if bucket < LATENCY_BUCKETS {
-        hist.buckets[bucket] = 1;
-    }
+    hist.buckets[bucket] = 1;
     // BPF_NOEXIST: if another CPU inserted it meanwhile this sample is lost, which is rare and
     // cheaper than a retry loop.
     if LATENCY.insert(&key, &hist, 1).is_err() {
@@ -119,21 +137,26 @@ fn log2(mut v: u64) -> usize {
 /// Notes when a syscall of a latency-watched container starts.
 ///
 /// fentry on `x64_sys_call`; attached only while some container asked for latency, since every
-/// syscall of the host pays for it. Needs Linux 6.9 with BTF.
+/// syscall of the host pays for it. Needs the dispatcher function with BTF (see
+/// [`syscall_exit`]), and Linux 6.1 for this flavour.
 #[fentry(function = "x64_sys_call")]
 pub fn syscall_enter(ctx: FEntryContext) -> i32 {
-    match try_syscall_enter(&ctx) {
+    match start_latency::<BTF>(ctx.arg(1)) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_syscall_enter(ctx: &FEntryContext) -> Result<(), ()> {
-    start_latency(ctx.arg(1))
+/// [`syscall_enter`] in the compat flavour (Linux 5.5+ helpers).
+#[fentry(function = "x64_sys_call")]
+pub fn syscall_enter_compat(ctx: FEntryContext) -> i32 {
+    match start_latency::<COMPAT>(ctx.arg(1)) {
+        Ok(()) | Err(()) => 0,
+    }
 }
 
 #[inline(always)]
-fn start_latency(nr: u32) -> Result<(), ()> {
-    let (_, watch) = current_container().ok_or(())?;
+fn start_latency<const FLAVOUR: bool>(nr: u32) -> Result<(), ()> {
+    let (_, watch) = current_container::<FLAVOUR>().ok_or(())?;
     if watch.flags & WATCH_LATENCY == 0 {
         return Ok(());
     }
@@ -157,32 +180,48 @@ fn start_latency(nr: u32) -> Result<(), ()> {
     Ok(())
 }
 
-/// [`syscall_exit`] on `tp_btf/sys_exit(regs, ret)`, for hosts without fexit. Needs Linux 5.5.
+/// [`syscall_exit`] on `tp_btf/sys_exit(regs, ret)`, for hosts without fexit. Needs Linux 5.5,
+/// and 6.1 for this flavour.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn syscall_exit_tp(ctx: BtfTracePointContext) -> i32 {
-    match try_syscall_exit_tp(&ctx) {
+    match try_syscall_exit_tp::<BTF>(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-/// [`syscall_enter`] on `tp_btf/sys_enter(regs, id)`, for hosts without fentry. Needs Linux 5.5.
+/// [`syscall_exit_tp`] in the compat flavour (Linux 5.5+).
+#[btf_tracepoint(function = "sys_exit")]
+pub fn syscall_exit_tp_compat(ctx: BtfTracePointContext) -> i32 {
+    match try_syscall_exit_tp::<COMPAT>(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// [`syscall_enter`] on `tp_btf/sys_enter(regs, id)`, for hosts without fentry. Needs Linux
+/// 5.5, and 6.1 for this flavour.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn syscall_enter_tp(ctx: BtfTracePointContext) -> i32 {
-    match try_syscall_enter_tp(&ctx) {
+    let nr: i64 = ctx.arg(1);
+    match start_latency::<BTF>(nr as u32) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_syscall_enter_tp(ctx: &BtfTracePointContext) -> Result<(), ()> {
+/// [`syscall_enter_tp`] in the compat flavour (Linux 5.5+).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn syscall_enter_tp_compat(ctx: BtfTracePointContext) -> i32 {
     let nr: i64 = ctx.arg(1);
-    start_latency(nr as u32)
+    match start_latency::<COMPAT>(nr as u32) {
+        Ok(()) | Err(()) => 0,
+    }
 }
 
 /// Byte offset of `orig_ax` in x86_64 `struct pt_regs` (part of the user ABI).
 const PT_REGS_ORIG_AX: usize = 15 * 8;
 
-fn try_syscall_exit_tp(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let (_, watch) = current_container().ok_or(())?;
+#[inline(always)]
+fn try_syscall_exit_tp<const FLAVOUR: bool>(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let (_, watch) = current_container::<FLAVOUR>().ok_or(())?;
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: `regs` is the tracepoint's BTF-typed pt_regs argument; the verifier checks this
