@@ -361,13 +361,10 @@ pub fn run(args: &[String]) -> Result<()> {
 /// directory (`target/debug`) and each test's executable.
 fn build(workspace: &Path, tests: &[&str]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     shell::run("cargo", &["build", "--workspace", "--bins"])?;
-    let mut args = vec![
-        "test",
-        "-p",
-        "lucid-tests",
-        "--no-run",
-        "--message-format=json",
-    ];
+    // --workspace as for the build above (and cargo xtask ci): with only
+    // -p lucid-tests, features unify differently and each command rebuilds
+    // what the other built (tonic, rustls, ...).
+    let mut args = vec!["test", "--workspace", "--no-run", "--message-format=json"];
     for test in tests {
         args.extend(["--test", test]);
     }

@@ -166,7 +166,7 @@ const EXPORTER_INSTALL: &str =
     && systemctl daemon-reload && systemctl enable lucid-exporter";
 
 /// After the reboot: the exporter is active and serves metrics.
-const EXPORTER_CHECK: &str = "for i in $(seq 60); do \
+const EXPORTER_CHECK: &str = "for i in $(seq 30); do \
       systemctl is-active -q lucid-exporter \
         && busybox wget -q -O - http://127.0.0.1:9464/metrics | grep -q '^lucid_exporter' && break; \
       sleep 2; \
