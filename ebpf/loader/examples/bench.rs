@@ -3,6 +3,12 @@
 //!
 //! `cargo run --release -p lucid-ebpf --example bench -- [--rounds R] [--calls N]` (as root).
 //!
+//! `... --example bench -- --compare-hooks [--rounds R] [--calls N]` compares the two syscall
+//! hooks instead, on kernels that take both: each round measures nothing loaded, counting with
+//! fexit on `x64_sys_call`, and counting with the `sys_exit` tracepoint (each hook loaded
+//! fresh through `ebpf.syscall-hook` in a settings file of its own), and the medians come with
+//! the fexit/tracepoint ratio.
+//!
 //! Each round measures, in this order: nothing loaded; the programs loaded with no container
 //! registered; counting (one container registered); latency (the same container asking for
 //! it). The medians of the rounds are printed with their ratio to "nothing loaded".
@@ -175,6 +181,96 @@ fn sample(cgroup: &Path, calls: usize, forks: usize, ours: &[u32]) -> Option<Sam
 
 const CONDITIONS: [&str; 4] = ["none", "loaded", "counting", "latency"];
 
+/// Loads the programs under `pins` with the syscall hook `hook` (a settings file in `dir`),
+/// registers `cgroup` and measures getppid inside and outside it; `None` when a foreign
+/// syscall hook spoiled the measurement.
+fn counting_with(
+    hook: &str,
+    dir: &Path,
+    pins: &Path,
+    cgroup: &Path,
+    calls: usize,
+) -> Option<(f64, f64)> {
+    let conf = dir.join(format!("{hook}.conf"));
+    std::fs::write(&conf, format!("ebpf.syscall-hook = {hook}\n")).expect("writing settings");
+    std::env::set_var(lucid_ebpf::settings::CONFIG_ENV, &conf);
+    lucid_ebpf::remove_pin_root(pins).unwrap();
+    let mut bpf = Programs::open_or_load(pins).expect("loading");
+    let counting = bpf
+        .feature(lucid_ebpf::feature::SYSCALLS)
+        .expect("reading features");
+    if let Some(why) = counting.why_off() {
+        eprintln!("this kernel does not take the {hook} hook: {why}");
+        std::process::exit(2);
+    }
+    let reg = bpf
+        .register(cgroup, &RegisterOptions::default())
+        .expect("registering");
+    let ours = bpf.syscall_program_ids().expect("program ids");
+    let measured = (foreign_syscall_links(&ours) == 0)
+        .then(|| (getppid_ns(Some(cgroup), calls), getppid_ns(None, calls)));
+    let clean = foreign_syscall_links(&ours) == 0;
+    bpf.unregister(reg.cgroup_id).expect("unregistering");
+    drop(bpf);
+    lucid_ebpf::remove_pin_root(pins).unwrap();
+    measured.filter(|_| clean)
+}
+
+/// `--compare-hooks`: fexit against the tracepoint, interleaved.
+fn compare_hooks(guard: &Cleanup, rounds: usize, calls: usize) {
+    let settings = std::env::temp_dir().join(format!("lucid-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&settings).expect("a settings directory");
+    let mut rows: Vec<[(f64, f64); 3]> = Vec::new();
+    let mut discarded = 0;
+    while rows.len() < rounds {
+        assert!(
+            discarded <= 20 * rounds,
+            "foreign programs stay attached to the raw_syscalls tracepoints"
+        );
+        let none = (
+            getppid_ns(Some(&guard.cgroup), calls),
+            getppid_ns(None, calls),
+        );
+        let fexit = counting_with("fexit", &settings, &guard.pins, &guard.cgroup, calls);
+        let tp = counting_with("tracepoint", &settings, &guard.pins, &guard.cgroup, calls);
+        match (fexit, tp) {
+            (Some(fexit), Some(tp)) => rows.push([none, fexit, tp]),
+            _ => discarded += 1,
+        }
+    }
+    let _ = std::fs::remove_dir_all(&settings);
+    let col = |c: usize, inside: bool| {
+        median(
+            &rows
+                .iter()
+                .map(|r| if inside { r[c].0 } else { r[c].1 })
+                .collect::<Vec<_>>(),
+        )
+    };
+    println!(
+        "{calls} getppid per measurement, {rounds} interleaved rounds ({discarded} thrown away), \
+         medians of CPU time"
+    );
+    println!(
+        "{:<12} {:>10} {:>7} {:>11} {:>7}",
+        "hook", "inside ns", "ratio", "outside ns", "ratio"
+    );
+    for (c, name) in ["none", "fexit", "tracepoint"].iter().enumerate() {
+        println!(
+            "{name:<12} {:>10.1} {:>6.2}x {:>11.1} {:>6.2}x",
+            col(c, true),
+            col(c, true) / col(0, true),
+            col(c, false),
+            col(c, false) / col(0, false)
+        );
+    }
+    println!(
+        "fexit/tracepoint: inside {:.2}, outside {:.2}",
+        col(1, true) / col(2, true),
+        col(1, false) / col(2, false)
+    );
+}
+
 fn main() {
     let rounds = arg("--rounds", 9);
     let calls = arg("--calls", 300_000);
@@ -189,6 +285,10 @@ fn main() {
         cgroup: root.join(format!("lucid-bench-{}", std::process::id())),
     };
     std::fs::create_dir(&guard.cgroup).expect("creating the bench cgroup");
+    if std::env::args().any(|a| a == "--compare-hooks") {
+        compare_hooks(&guard, rounds, calls);
+        return;
+    }
 
     let mut samples: Vec<[Sample; 4]> = Vec::new();
     let (mut load, mut open, mut register, mut unregister) = (vec![], vec![], vec![], vec![]);
