@@ -4,7 +4,7 @@
 //! Needs root and the v1 controllers (cpu, cpuacct, cpuset, memory, pids,
 //! freezer, blkio).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use lucid_tests::{
     assert_nothing_left, cgroup_path, spawn_lucid, unique_id, wait_until, Bundle, Runtime,
@@ -36,93 +36,6 @@ fn set_resources(bundle: &mut Bundle, resources: Value) {
             r.insert(k.clone(), v.clone());
         }
     });
-}
-
-/// The first real block device's `major:minor`.
-fn a_block_device() -> (u64, u64) {
-    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(dev) = std::fs::read_to_string(entry.path().join("dev")) {
-            let (major, minor) = dev.trim().split_once(':').unwrap();
-            return (major.parse().unwrap(), minor.parse().unwrap());
-        }
-    }
-    panic!("this test needs a block device in /sys/block");
-}
-
-/// The blkio weight file of this host's v1 hierarchy, as runc picks it: BFQ's
-/// when the BFQ scheduler is built, else CFQ's; neither when the kernel has
-/// no proportional-weight policy (kernels without BFQ and after CFQ's removal).
-fn blkio_weight_file() -> Option<&'static str> {
-    ["blkio.bfq.weight", "blkio.weight"]
-        .into_iter()
-        .find(|f| Path::new("/sys/fs/cgroup/blkio").join(f).exists())
-}
-
-#[test]
-fn each_resource_is_written_to_its_v1_file() {
-    let rt = Runtime::new();
-    let id = unique_id("res");
-    let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
-    let (major, minor) = a_block_device();
-    let weight_file = blkio_weight_file();
-    let mut block_io = json!({
-        "throttleReadBpsDevice": [ { "major": major, "minor": minor, "rate": 1048576 } ],
-        "throttleWriteIOPSDevice": [ { "major": major, "minor": minor, "rate": 100 } ]
-    });
-    let mut resources = json!({
-        "memory": { "limit": 67108864, "reservation": 33554432, "swap": 134217728, "swappiness": 10 },
-        "cpu": { "shares": 512, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0", "idle": 0, "burst": 1000 },
-        "pids": { "limit": 42 }
-    });
-    block_io["weight"] = json!(500);
-    resources["blockIO"] = block_io.clone();
-    if weight_file.is_none() {
-        // No weight file to write: refused by name, as runc fails writing it,
-        // and nothing is left of the attempt.
-        set_resources(&mut bundle, resources.clone());
-        let out = rt.lucid(&["run", "--detach", "--bundle", bundle.arg(), &id]);
-        assert!(
-            !out.status.success(),
-            "a blkio weight with no weight file ran"
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("linux.resources.blockIO.weight") && err.contains("lacks it"),
-            "{err}"
-        );
-        assert_nothing_left(&rt, &id, bundle.path());
-        block_io.as_object_mut().unwrap().remove("weight");
-        resources["blockIO"] = block_io;
-    }
-    set_resources(&mut bundle, resources);
-    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
-    let memory = v1("memory", &id);
-    assert_eq!(read(&memory, "memory.limit_in_bytes"), "67108864");
-    assert_eq!(read(&memory, "memory.soft_limit_in_bytes"), "33554432");
-    assert_eq!(read(&memory, "memory.memsw.limit_in_bytes"), "134217728");
-    assert_eq!(read(&memory, "memory.swappiness"), "10");
-    let cpu = v1("cpu", &id);
-    assert_eq!(read(&cpu, "cpu.shares"), "512");
-    assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "30000");
-    assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
-    assert_eq!(read(&cpu, "cpu.cfs_burst_us"), "1000");
-    assert_eq!(read(&cpu, "cpu.idle"), "0");
-    assert_eq!(read(&v1("cpuset", &id), "cpuset.cpus"), "0");
-    assert_eq!(read(&v1("pids", &id), "pids.max"), "42");
-    let blkio = v1("blkio", &id);
-    if let Some(file) = weight_file {
-        assert_eq!(read(&blkio, file), "500");
-    }
-    assert_eq!(
-        read(&blkio, "blkio.throttle.read_bps_device"),
-        format!("{major}:{minor} 1048576")
-    );
-    assert_eq!(
-        read(&blkio, "blkio.throttle.write_iops_device"),
-        format!("{major}:{minor} 100")
-    );
-    rt.ok(&["delete", "--force", &id]);
-    assert_nothing_left(&rt, &id, bundle.path());
 }
 
 /// runc 1.1.5's field names in `events --stats` (checked against its output

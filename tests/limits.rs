@@ -2,7 +2,8 @@
 //! lucid uses on this host: the v1 controllers of a hybrid host (this
 //! machine), or a pure cgroup v2 host with every controller (the guests of
 //! `cargo xtask vm`). Memory (an OOM kill), pids (a fork bomb stopped), cpu
-//! (a busy loop throttled) and block I/O (direct writes held to a rate).
+//! (a busy loop throttled) and block I/O (direct writes held to a rate), and
+//! every `linux.resources` field in its file (runc's conversions on v2).
 //! Needs root and those controllers; the I/O test needs a directory on a real
 //! block device (`$LUCID_TEST_BLOCK_DIR`, else the temporary directory's).
 
@@ -60,6 +61,160 @@ fn set_resources(bundle: &mut Bundle, resources: Value) {
             r.insert(k.clone(), v.clone());
         }
     });
+}
+
+/// The first real block device's `major:minor`.
+fn a_block_device() -> (u64, u64) {
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(dev) = std::fs::read_to_string(entry.path().join("dev")) {
+            let (major, minor) = dev.trim().split_once(':').unwrap();
+            return (major.parse().unwrap(), minor.parse().unwrap());
+        }
+    }
+    panic!("this test needs a block device in /sys/block");
+}
+
+/// The blkio weight file of this host's v1 hierarchy, as runc picks it: BFQ's
+/// when the BFQ scheduler is built, else CFQ's; neither when the kernel has
+/// no proportional-weight policy (kernels without BFQ and after CFQ's removal).
+fn blkio_weight_file() -> Option<&'static str> {
+    ["blkio.bfq.weight", "blkio.weight"]
+        .into_iter()
+        .find(|f| Path::new("/sys/fs/cgroup/blkio").join(f).exists())
+}
+
+#[test]
+fn each_resource_is_written_to_its_file() {
+    if pure_v2() {
+        return each_resource_is_written_to_its_v2_file();
+    }
+    let rt = Runtime::new();
+    let id = unique_id("res");
+    let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
+    let (major, minor) = a_block_device();
+    let weight_file = blkio_weight_file();
+    let mut block_io = json!({
+        "throttleReadBpsDevice": [ { "major": major, "minor": minor, "rate": 1048576 } ],
+        "throttleWriteIOPSDevice": [ { "major": major, "minor": minor, "rate": 100 } ]
+    });
+    let mut resources = json!({
+        "memory": { "limit": 67108864, "reservation": 33554432, "swap": 134217728, "swappiness": 10 },
+        "cpu": { "shares": 512, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0", "idle": 0, "burst": 1000 },
+        "pids": { "limit": 42 }
+    });
+    block_io["weight"] = json!(500);
+    resources["blockIO"] = block_io.clone();
+    if weight_file.is_none() {
+        // No weight file to write: refused by name, as runc fails writing it,
+        // and nothing is left of the attempt.
+        set_resources(&mut bundle, resources.clone());
+        let out = rt.lucid(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+        assert!(
+            !out.status.success(),
+            "a blkio weight with no weight file ran"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("linux.resources.blockIO.weight") && err.contains("lacks it"),
+            "{err}"
+        );
+        assert_nothing_left(&rt, &id, bundle.path());
+        block_io.as_object_mut().unwrap().remove("weight");
+        resources["blockIO"] = block_io;
+    }
+    set_resources(&mut bundle, resources);
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let memory = dir("memory", &id);
+    assert_eq!(read(&memory, "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read(&memory, "memory.soft_limit_in_bytes"), "33554432");
+    assert_eq!(read(&memory, "memory.memsw.limit_in_bytes"), "134217728");
+    assert_eq!(read(&memory, "memory.swappiness"), "10");
+    let cpu = dir("cpu", &id);
+    assert_eq!(read(&cpu, "cpu.shares"), "512");
+    assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "30000");
+    assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+    assert_eq!(read(&cpu, "cpu.cfs_burst_us"), "1000");
+    assert_eq!(read(&cpu, "cpu.idle"), "0");
+    assert_eq!(read(&dir("cpuset", &id), "cpuset.cpus"), "0");
+    assert_eq!(read(&dir("pids", &id), "pids.max"), "42");
+    let blkio = dir("blkio", &id);
+    if let Some(file) = weight_file {
+        assert_eq!(read(&blkio, file), "500");
+    }
+    assert_eq!(
+        read(&blkio, "blkio.throttle.read_bps_device"),
+        format!("{major}:{minor} 1048576")
+    );
+    assert_eq!(
+        read(&blkio, "blkio.throttle.write_iops_device"),
+        format!("{major}:{minor} 100")
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+/// [`each_resource_is_written_to_its_file`] on a pure v2 host: runc 1.1's
+/// conversions of the v1 values, and the v2-only fields.
+fn each_resource_is_written_to_its_v2_file() {
+    let rt = Runtime::new();
+    let id = unique_id("res2");
+    let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
+    let (major, minor) = a_block_device();
+    set_resources(
+        &mut bundle,
+        json!({
+            "memory": { "limit": 67108864, "reservation": 33554432, "swap": 134217728 },
+            "cpu": { "shares": 512, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0", "idle": 0, "burst": 1000 },
+            "pids": { "limit": 42 },
+            "blockIO": {
+                "weight": 500,
+                "throttleReadBpsDevice": [ { "major": major, "minor": minor, "rate": 1048576 } ],
+                "throttleWriteIOPSDevice": [ { "major": major, "minor": minor, "rate": 100 } ]
+            },
+            "hugepageLimits": [ { "pageSize": "2MB", "limit": 4194304 } ],
+            "unified": { "memory.high": "50331648" }
+        }),
+    );
+    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let d = dir("memory", &id);
+    assert_eq!(read(&d, "memory.max"), "67108864");
+    assert_eq!(read(&d, "memory.low"), "33554432");
+    // v1's memory+swap less the memory limit.
+    assert_eq!(read(&d, "memory.swap.max"), "67108864");
+    assert_eq!(read(&d, "memory.high"), "50331648");
+    // runc's shares → weight: 1 + (512 - 2) * 9999 / 262142.
+    assert_eq!(read(&d, "cpu.weight"), "20");
+    assert_eq!(read(&d, "cpu.max"), "30000 100000");
+    assert_eq!(read(&d, "cpu.max.burst"), "1000");
+    assert_eq!(read(&d, "cpu.idle"), "0");
+    assert_eq!(read(&d, "cpuset.cpus"), "0");
+    assert_eq!(read(&d, "cpuset.mems"), "0");
+    assert_eq!(read(&d, "pids.max"), "42");
+    assert_eq!(read(&d, "hugetlb.2MB.max"), "4194304");
+    // BFQ takes v1's weight; io.weight runc's conversion, 1 + (500 - 10) * 9999 / 990.
+    let weight = if d.join("io.bfq.weight").exists() {
+        (read(&d, "io.bfq.weight"), "default 500")
+    } else {
+        (read(&d, "io.weight"), "default 4950")
+    };
+    assert_eq!(weight.0.lines().next().unwrap_or(""), weight.1);
+    assert_eq!(
+        read(&d, "io.max"),
+        format!("{major}:{minor} rbps=1048576 wbps=max riops=max wiops=100")
+    );
+    // What v2 has no file for is refused by name.
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+    let id = unique_id("res2");
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = json!(cgroup_path(&id));
+        c["linux"]["resources"]["memory"]["swappiness"] = json!(10);
+    });
+    let out = rt.lucid(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "swappiness on v2 ran");
+    assert!(err.contains("linux.resources.memory.swappiness"), "{err}");
+    assert_nothing_left(&rt, &id, bundle.path());
 }
 
 fn stats(rt: &Runtime, id: &str) -> Value {
