@@ -129,7 +129,7 @@ struct Row {
 
 impl Row {
     fn passed(&self) -> bool {
-        self.result == "pass"
+        self.result.starts_with("pass")
     }
 }
 
@@ -628,6 +628,8 @@ fn run_guest(
     };
 
     let mut stopped: Option<String> = None;
+    // The step running when a boot ended without finishing its plan.
+    let mut cut_short: Option<usize> = None;
     for boot_number in 1..=reboots + 1 {
         let boot = qemu::boot(&machine, &limits)?;
         let booted = boot.booted_after.map(|d| d.as_secs_f64());
@@ -644,9 +646,20 @@ fn run_guest(
                 Some((ready - booted).as_secs_f64()),
             );
         }
+        if boot.forced_off {
+            let grace = qemu::POWER_OFF_GRACE.as_secs();
+            report.row(
+                format!("power off ({boot_number})"),
+                format!("pass (killed {grace} s after its runner ended)"),
+                None,
+            );
+        }
         let running = boot
             .running()
             .map(|s| format!("step {} ({})", s.index, s.name));
+        if matches!(boot.end, End::Stopped(_) | End::Killed(_)) {
+            cut_short = boot.running().map(|s| s.index);
+        }
         match boot.end {
             End::Done => break,
             End::Reboot if boot_number <= reboots => continue,
@@ -688,9 +701,10 @@ fn run_guest(
             Some("0") => "pass".to_owned(),
             Some("timeout") => format!("timeout ({} s)", step.timeout_s),
             Some(code) => format!("fail ({code})"),
+            None if cut_short == Some(i) => "killed".to_owned(),
             None => "not run".to_owned(),
         };
-        if result != "pass" && status.is_some() {
+        if result != "pass" && result != "not run" {
             let log =
                 std::fs::read_to_string(results.join(format!("steps/{i}.log"))).unwrap_or_default();
             report.failures.push(format!(

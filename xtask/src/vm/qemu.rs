@@ -99,6 +99,12 @@ pub struct Limits {
 /// should have ended it first) and allows between steps and for power-off.
 pub const STEP_GRACE: Duration = Duration::from_secs(120);
 
+/// How long a guest may take to power off or reboot once its runner said
+/// `done` or `reboot` (systemd needs 5-10 s under TCG). Past it the guest
+/// is killed: the runner synced the results and disks first, and qemu's
+/// writes are in the host's page cache, so nothing is lost.
+pub const POWER_OFF_GRACE: Duration = Duration::from_secs(60);
+
 /// A step as the console showed it.
 #[derive(Clone, Debug)]
 pub struct StepSeen {
@@ -135,6 +141,9 @@ pub struct Boot {
     pub copy_failed: bool,
     /// Steps started in this boot.
     pub steps: Vec<StepSeen>,
+    /// Whether the guest had to be killed after `done` or `reboot` because
+    /// it did not power off or reboot by itself.
+    pub forced_off: bool,
     /// How it ended.
     pub end: End,
 }
@@ -301,6 +310,7 @@ pub fn boot(machine: &Machine, limits: &Limits) -> Result<Boot> {
         ready_after: None,
         copy_failed: false,
         steps: Vec::new(),
+        forced_off: false,
         end: End::Done,
     };
     let mut finished = false; // done or reboot marker seen
@@ -352,7 +362,7 @@ pub fn boot(machine: &Machine, limits: &Limits) -> Result<Boot> {
                         finished = true;
                         reboot = marker == Marker::Reboot;
                         phase = if reboot { "rebooting" } else { "powering off" }.into();
-                        phase_deadline = now + STEP_GRACE;
+                        phase_deadline = now + POWER_OFF_GRACE;
                     }
                 }
             }
@@ -360,6 +370,11 @@ pub fn boot(machine: &Machine, limits: &Limits) -> Result<Boot> {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 qemu.kill();
                 let _ = reader.join();
+                if finished {
+                    seen.forced_off = true;
+                    seen.end = if reboot { End::Reboot } else { End::Done };
+                    return Ok(seen);
+                }
                 let why = if Instant::now() >= limits.deadline {
                     "the guest's overall time ran out"
                 } else {
