@@ -88,14 +88,20 @@ echo DONE >> $log
 /// interpreter in the exec'ing process); the attacker script; and the
 /// dynamic loader and libraries lucid's image needs (an image with glibc,
 /// as the published exploit used).
+/// x86_64's glibc dynamic loader, as lucid's image names it.
+const DYNAMIC_LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+
 fn plant(bundle: &mut Bundle, bin: &Path) {
     // The attacker logs to its rootfs.
     bundle.edit(|c| c["root"]["readonly"] = json!(false));
     let rootfs = bundle.rootfs();
-    let ldd = std::process::Command::new("ldd")
+    // What ldd prints, from the dynamic loader itself (ldd is a bash script that some hosts,
+    // such as a minimal guest, lack).
+    let ldd = std::process::Command::new(DYNAMIC_LOADER)
+        .arg("--list")
         .arg(bin)
         .output()
-        .expect("ldd");
+        .unwrap_or_else(|e| panic!("{DYNAMIC_LOADER} --list: {e}"));
     for lib in String::from_utf8_lossy(&ldd.stdout)
         .split_whitespace()
         .filter(|w| w.starts_with('/'))

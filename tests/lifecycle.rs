@@ -71,7 +71,9 @@ fn run_forwards_signals_to_the_container() {
 fn create_start_state_list_delete_follow_the_oci_statuses() {
     let rt = Runtime::new();
     let id = unique_id("life");
-    let bundle = Bundle::new(&rt, &id, &["sleep", "0.3"]);
+    // Long enough to be seen running after `start`, also on a slow (emulated) host.
+    let nap = format!("{:.1}", 0.3 * f64::from(lucid_tests::time_scale()));
+    let bundle = Bundle::new(&rt, &id, &["sleep", &nap]);
     rt.ok(&["create", "--bundle", bundle.arg(), &id]);
 
     let state = rt.state(&id);

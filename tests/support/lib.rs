@@ -501,8 +501,10 @@ impl V2View {
                     "private",
                     "sh",
                     "-c",
-                    // The v1 mounts must go, not just be covered: lucid reads mountinfo.
-                    "umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup",
+                    // The v1 mounts must go, not just be covered: lucid reads mountinfo. On a
+                    // pure v2 host the view is the host's own hierarchy already.
+                    "[ -e /sys/fs/cgroup/cgroup.controllers ] \
+                     || { umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup; }",
                 ]),
         );
         view
