@@ -28,7 +28,14 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Modules the initramfs guest loads: the disk for io limits, the 9p shares
 /// (with netfs/fscache where the kernel has them as modules) and overlayfs
 /// for lucid's binary protection.
-const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "overlay"];
+const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+    "ext4",
+];
 
 /// Modules the systemd guest's initramfs loads to mount its ext4 root and
 /// the 9p shares (the rest comes from `/lib/modules` through udev).

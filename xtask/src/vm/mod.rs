@@ -1,5 +1,5 @@
 //! `cargo xtask vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd]
-//! [--suite ci|full] [--keep-run-dir]`: lucid's tests on the hosts its users
+//! [--suite ci|full|bench] [--keep-run-dir]`: lucid's tests on the hosts its users
 //! run (pure cgroup v2, distribution kernels, systemd), booted under qemu.
 //!
 //! For each kernel (Debian's, [`kernels`]) and kind of guest (busybox in an
@@ -50,7 +50,7 @@ const SCRATCH_DISK_BYTES: u64 = 256 << 20;
 const BOOT_LIMIT_INITRAMFS: Duration = Duration::from_secs(180);
 const BOOT_LIMIT_SYSTEMD: Duration = Duration::from_secs(420);
 
-const USAGE: &str = "usage: cargo xtask vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full] [--keep-run-dir]";
+const USAGE: &str = "usage: cargo xtask vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--keep-run-dir]";
 
 struct Options {
     kernels: Vec<Choice>,
@@ -107,7 +107,8 @@ fn parse(args: &[String]) -> Result<Options> {
                 options.suite = match it.next().map(String::as_str) {
                     Some("ci") => Suite::Ci,
                     Some("full") => Suite::Full,
-                    _ => bail!("--suite needs ci or full"),
+                    Some("bench") => Suite::Bench,
+                    _ => bail!("--suite needs ci, full or bench"),
                 }
             }
             "--keep-run-dir" => options.keep_run_dir = true,
@@ -195,6 +196,19 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let t = Instant::now();
     let (profile_dir, executables) = build(&workspace, &tests)?;
+    if options.suite == Suite::Bench {
+        shell::run(
+            "cargo",
+            &[
+                "build",
+                "--release",
+                "-p",
+                "lucid-ebpf",
+                "--example",
+                "bench",
+            ],
+        )?;
+    }
     phases.push(Phase {
         name: "cargo build and test --no-run".into(),
         took: t.elapsed(),
@@ -483,6 +497,15 @@ fn env_file(run: &Run, kernel: &Kernel, guest: Guest, block_device: &str) -> Str
         ("LUCID_VM_STAGED", run.staged.to_string_lossy().into_owned()),
         ("LUCID_VM_RESULTS", "/lucid-vm/results".to_owned()),
         ("LUCID_VM_BLOCK_DEVICE", block_device.to_owned()),
+        // The tests' deadlines bound waits, never speed: stretched for an emulated guest.
+        (
+            "LUCID_TEST_TIME_SCALE",
+            match run.accel {
+                Accel::Kvm => "2",
+                Accel::Tcg => "10",
+            }
+            .to_owned(),
+        ),
         ("LUCID_VM_KERNEL", kernel.name.to_owned()),
         ("LUCID_VM_GUEST", guest.name().to_owned()),
     ];
@@ -522,6 +545,11 @@ fn run_guest(
     std::fs::File::create(&scratch)
         .and_then(|f| f.set_len(SCRATCH_DISK_BYTES))
         .with_context(|| format!("making {}", scratch.display()))?;
+    // ext4 on it, for tests that need a directory on a real block device (io limits).
+    shell::run(
+        "mkfs.ext4",
+        &["-q", "-F", "-L", "scratch", &scratch.to_string_lossy()],
+    )?;
     let mut drives = Vec::new();
     let mut shares = vec![
         Share {

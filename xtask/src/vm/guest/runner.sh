@@ -34,6 +34,14 @@ if ! cp -a "$LUCID_VM_STAGED/." "$LUCID_VM_TARGET/"; then
     mark copy-failed
 fi
 export PATH="$LUCID_VM_TARGET:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The scratch disk (ext4, made by the host): a directory on a real block device for the tests
+# of io limits.
+mkdir -p /run/lucid-vm/disk
+if mountpoint -q /run/lucid-vm/disk || mount -t ext4 "$LUCID_VM_BLOCK_DEVICE" /run/lucid-vm/disk; then
+    export LUCID_TEST_BLOCK_DIR=/run/lucid-vm/disk
+else
+    echo "lucid-vm: mounting the scratch disk $LUCID_VM_BLOCK_DEVICE failed"
+fi
 export HOME=/root
 export RUST_BACKTRACE=1
 mkdir -p "$R/steps"
