@@ -153,6 +153,32 @@ fn each_resource_is_written_to_its_file() {
     assert_nothing_left(&rt, &id, bundle.path());
 }
 
+/// The v2 cpu fields only newer kernels have files for: (field, file, value).
+const NEWER_CPU_FIELDS: &[(&str, &str, u64)] = &[
+    // Linux 5.14.
+    ("burst", "cpu.max.burst", 1000),
+    // Linux 5.15.
+    ("idle", "cpu.idle", 0),
+];
+
+/// Which files of `files` this pure v2 host's kernel has, seen in a cgroup
+/// made for the question.
+fn v2_files_present(files: &[&str]) -> Vec<bool> {
+    let probe = PathBuf::from(format!(
+        "/sys/fs/cgroup/lucid-test-probe-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir(&probe).expect("making a probe cgroup");
+    let cpu = probe.join("cpu.max").exists();
+    let present = files.iter().map(|f| probe.join(f).exists()).collect();
+    std::fs::remove_dir(&probe).expect("removing the probe cgroup");
+    assert!(
+        cpu,
+        "the cpu controller is not enabled at the root of /sys/fs/cgroup"
+    );
+    present
+}
+
 /// [`each_resource_is_written_to_its_file`] on a pure v2 host: runc 1.1's
 /// conversions of the v1 values, and the v2-only fields.
 fn each_resource_is_written_to_its_v2_file() {
@@ -160,11 +186,25 @@ fn each_resource_is_written_to_its_v2_file() {
     let id = unique_id("res2");
     let mut bundle = Bundle::new(&rt, &id, &["sleep", "60"]);
     let (major, minor) = a_block_device();
+    let files: Vec<&str> = NEWER_CPU_FIELDS.iter().map(|(_, f, _)| *f).collect();
+    let present = v2_files_present(&files);
+    for (&(field, file, value), _) in NEWER_CPU_FIELDS.iter().zip(&present).filter(|(_, p)| !**p) {
+        // An older kernel without the file: refused by name, and nothing is left.
+        set_resources(&mut bundle, json!({ "cpu": { field: value } }));
+        let out = rt.lucid(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{field} ran without {file}");
+        assert!(
+            err.contains(&format!("linux.resources.cpu.{field}")) && err.contains("lacks it"),
+            "{err}"
+        );
+        assert_nothing_left(&rt, &id, bundle.path());
+    }
     set_resources(
         &mut bundle,
         json!({
             "memory": { "limit": 67108864, "reservation": 33554432, "swap": 134217728 },
-            "cpu": { "shares": 512, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0", "idle": 0, "burst": 1000 },
+            "cpu": { "shares": 512, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0" },
             "pids": { "limit": 42 },
             "blockIO": {
                 "weight": 500,
@@ -175,6 +215,9 @@ fn each_resource_is_written_to_its_v2_file() {
             "unified": { "memory.high": "50331648" }
         }),
     );
+    for (&(field, _, value), _) in NEWER_CPU_FIELDS.iter().zip(&present).filter(|(_, p)| **p) {
+        bundle.edit(|c| c["linux"]["resources"]["cpu"][field] = json!(value));
+    }
     rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
     let d = dir("memory", &id);
     assert_eq!(read(&d, "memory.max"), "67108864");
@@ -185,8 +228,9 @@ fn each_resource_is_written_to_its_v2_file() {
     // runc's shares → weight: 1 + (512 - 2) * 9999 / 262142.
     assert_eq!(read(&d, "cpu.weight"), "20");
     assert_eq!(read(&d, "cpu.max"), "30000 100000");
-    assert_eq!(read(&d, "cpu.max.burst"), "1000");
-    assert_eq!(read(&d, "cpu.idle"), "0");
+    for (&(_, file, value), _) in NEWER_CPU_FIELDS.iter().zip(&present).filter(|(_, p)| **p) {
+        assert_eq!(read(&d, file), value.to_string());
+    }
     assert_eq!(read(&d, "cpuset.cpus"), "0");
     assert_eq!(read(&d, "cpuset.mems"), "0");
     assert_eq!(read(&d, "pids.max"), "42");

@@ -4,10 +4,13 @@ use anyhow::Result;
 
 use crate::{setup, shell};
 
-/// Set-up, then formatting, lints, build, every test, and a short fuzzing run.
+/// Set-up, then formatting, lints, build, every test, a short fuzzing run,
+/// and the VM lane: the ci suite on every kernel of the matrix, in an
+/// initramfs guest and a systemd guest each.
 pub fn run() -> Result<()> {
     shell::require_root("the integration tests")?;
     setup::run()?;
+    setup::vm()?;
     shell::run("cargo", &["fmt", "--all", "--check"])?;
     shell::run(
         "cargo",
@@ -25,6 +28,8 @@ pub fn run() -> Result<()> {
     shell::run("cargo", &["test", "--workspace", "--no-fail-fast"])?;
     // A short run of every fuzz target (docs/fuzzing.md has a long one's figures).
     crate::fuzz::run(&[])?;
+    // The hosts lucid's users run: pure cgroup v2, Debian's kernels, systemd.
+    crate::vm::run(&[])?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

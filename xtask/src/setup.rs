@@ -97,5 +97,43 @@ pub fn run() -> Result<()> {
 /// What `cargo xtask vm` needs on the host.
 pub fn vm() -> Result<()> {
     std::env::set_var("DEBIAN_FRONTEND", "noninteractive");
+    qemu()?;
     apt_install(VM_PACKAGES)
+}
+
+/// The candidate version apt would install of `package`.
+fn candidate(package: &str) -> Result<String> {
+    let policy = shell::output("apt-cache", &["policy", package])?;
+    policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| v != "(none)")
+        .with_context(|| format!("apt has no candidate for {package}: run apt-get update"))
+}
+
+/// Installs qemu-system-x86 with the qemu-utils (qemu-img) of its own
+/// version. A host may carry a newer, backported qemu-utils, which Debian's
+/// qemu-system-x86 cannot live beside: left to itself apt would remove it and
+/// leave the host without qemu-img.
+fn qemu() -> Result<()> {
+    if installed("qemu-system-x86") && installed("qemu-utils") {
+        return Ok(());
+    }
+    shell::require_root("installing qemu")?;
+    shell::run("apt-get", &["update", "-qq"])?;
+    let version = candidate("qemu-system-x86")?;
+    let utils = format!("qemu-utils={version}");
+    shell::run(
+        "apt-get",
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "--allow-downgrades",
+            "qemu-system-x86",
+            &utils,
+        ],
+    )
 }

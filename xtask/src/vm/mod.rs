@@ -486,8 +486,28 @@ impl GuestReport {
 }
 
 /// The environment every step sees (`env.sh`, sourced by `runner.sh`).
-fn env_file(run: &Run, kernel: &Kernel, guest: Guest, block_device: &str) -> String {
+fn env_file(
+    run: &Run,
+    kernel: &Kernel,
+    guest: Guest,
+    block_device: &str,
+    steps: &[Step],
+) -> Result<String> {
     let q = |s: &str| plan::quote(s);
+    // The test executables this guest's plan runs: the runner copies only those.
+    let mut tests = Vec::new();
+    for test in plan::tests(steps) {
+        let exe = run
+            .executables
+            .get(test)
+            .with_context(|| format!("no executable was built for the test {test}"))?;
+        tests.push(
+            exe.file_name()
+                .context("a test executable has a file name")?
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
     let vars = [
         (
             "LUCID_VM_WORKSPACE",
@@ -495,6 +515,7 @@ fn env_file(run: &Run, kernel: &Kernel, guest: Guest, block_device: &str) -> Str
         ),
         ("LUCID_VM_PROFILE", run.profile.clone()),
         ("LUCID_VM_STAGED", run.staged.to_string_lossy().into_owned()),
+        ("LUCID_VM_TESTS", tests.join(" ")),
         ("LUCID_VM_RESULTS", "/lucid-vm/results".to_owned()),
         ("LUCID_VM_BLOCK_DEVICE", block_device.to_owned()),
         // The tests' deadlines bound waits, never speed: stretched for an emulated guest.
@@ -513,7 +534,7 @@ fn env_file(run: &Run, kernel: &Kernel, guest: Guest, block_device: &str) -> Str
     for (name, value) in vars {
         let _ = writeln!(out, "export {name}={}", q(&value));
     }
-    out
+    Ok(out)
 }
 
 /// Boots `guest` on `kernel` as often as its plan needs and reports each step.
@@ -615,7 +636,7 @@ fn run_guest(
     std::fs::write(results.join("container.sh"), CONTAINER)?;
     std::fs::write(
         results.join("env.sh"),
-        env_file(run, kernel, guest, block_device),
+        env_file(run, kernel, guest, block_device, steps)?,
     )?;
     std::fs::write(
         results.join("plan.sh"),
