@@ -9,7 +9,7 @@
 //!   beside runc and crun; `exe` prices each binary protection at start-up;
 //!   `soak` checks that nothing leaks over many cycles).
 //! - `fuzz [--seconds N] [--target NAME]`: every cargo-fuzz target for a bounded time.
-//! - `vm [--kernel LIST] [--guest LIST] [--suite ci|full|bench] [--keep-run-dir]`:
+//! - `vm [--kernel LIST] [--guest LIST] [--suite ci|full|bench] [--jobs N] [--keep-run-dir]`:
 //!   the tests in qemu guests that look like production hosts (Debian's
 //!   kernels, pure cgroup v2, with and without systemd).
 
@@ -24,7 +24,7 @@ mod vm;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]|bench soak [--cycles N]|fuzz [--seconds N] [--target NAME]|vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--keep-run-dir]>";
+const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]|bench soak [--cycles N]|fuzz [--seconds N] [--target NAME]|vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--jobs N] [--keep-run-dir]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

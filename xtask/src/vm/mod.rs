@@ -1,11 +1,11 @@
 //! `cargo xtask vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd]
-//! [--suite ci|full|bench] [--keep-run-dir]`: lucid's tests on the hosts its users
+//! [--suite ci|full|bench] [--jobs N] [--keep-run-dir]`: lucid's tests on the hosts its users
 //! run (pure cgroup v2, distribution kernels, systemd), booted under qemu.
 //!
 //! For each kernel (Debian's, [`kernels`]) and kind of guest (busybox in an
 //! initramfs, [`initramfs`]; Debian 12 with systemd and podman, [`image`])
 //! one guest boots ([`qemu`]: KVM where a probe guest comes up, TCG
-//! otherwise), one at a time, with the workspace shared read-only at its
+//! otherwise), `--jobs` at a time (2 by default), with the workspace shared read-only at its
 //! host path, a writable results directory and a scratch virtio disk; it
 //! runs the plan's steps ([`plan`]), rebooting where the plan says, and the
 //! lane prints a table of every step with its result and duration. Kernels
@@ -38,7 +38,7 @@ const RUNNER: &str = include_str!("guest/runner.sh");
 /// The busybox container step.
 const CONTAINER: &str = include_str!("guest/container.sh");
 
-/// Each guest's memory and CPUs (the host has two cores; guests run one at a time).
+/// Each guest's memory and CPUs (the host has two cores; `--jobs` guests run at once).
 const MEMORY_MIB: u32 = 2048;
 const CPUS: u32 = 2;
 
@@ -50,14 +50,19 @@ const SCRATCH_DISK_BYTES: u64 = 256 << 20;
 const BOOT_LIMIT_INITRAMFS: Duration = Duration::from_secs(180);
 const BOOT_LIMIT_SYSTEMD: Duration = Duration::from_secs(420);
 
-const USAGE: &str = "usage: cargo xtask vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--keep-run-dir]";
+const USAGE: &str = "usage: cargo xtask vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--jobs N] [--keep-run-dir]";
 
 struct Options {
     kernels: Vec<Choice>,
     guests: Vec<Guest>,
     suite: Suite,
     keep_run_dir: bool,
+    jobs: usize,
 }
+
+/// Guests run at once by default: two, which keeps both cores of a 2-core host busy (a
+/// guest's tests mostly run one at a time, on one emulated CPU).
+const DEFAULT_JOBS: usize = 2;
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
@@ -65,6 +70,7 @@ fn parse(args: &[String]) -> Result<Options> {
         guests: Guest::ALL.to_vec(),
         suite: Suite::Ci,
         keep_run_dir: false,
+        jobs: DEFAULT_JOBS,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -112,6 +118,13 @@ fn parse(args: &[String]) -> Result<Options> {
                 }
             }
             "--keep-run-dir" => options.keep_run_dir = true,
+            "--jobs" => {
+                options.jobs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .context("--jobs needs a number of guests to run at once, 1 or more")?;
+            }
             "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -305,11 +318,19 @@ pub fn run(args: &[String]) -> Result<()> {
         accel,
         base_image,
     };
+    // The guests to run, in report order; `jobs` of them at a time (one for the bench, whose
+    // figures another guest beside it would disturb).
+    let jobs = if options.suite == Suite::Bench {
+        1
+    } else {
+        options.jobs
+    };
+    let mut queue = Vec::new();
     for (choice, kernel) in &fetched {
         for (guest, steps) in &plans {
             let label = format!("[{} {}]", choice.name, guest.name());
-            let kernel = match kernel {
-                Ok(kernel) => kernel,
+            match kernel {
+                Ok(kernel) => queue.push((label, choice.name, kernel, *guest, steps)),
                 Err(e) => {
                     rows.push(Row {
                         kernel: choice.name,
@@ -319,31 +340,51 @@ pub fn run(args: &[String]) -> Result<()> {
                         seconds: None,
                     });
                     failures.push(format!("{label} the kernel could not be fetched: {e}"));
-                    continue;
                 }
-            };
-            let mut report = GuestReport {
-                label: label.clone(),
-                kernel: choice.name,
-                guest: *guest,
-                rows: Vec::new(),
-                failures: Vec::new(),
-                phases: Vec::new(),
-            };
-            if let Err(e) = run_guest(&run, kernel, *guest, steps, &mut report) {
-                report.rows.push(Row {
-                    kernel: choice.name,
-                    guest: guest.name(),
-                    step: "set up the guest".into(),
-                    result: "fail".into(),
-                    seconds: None,
-                });
-                report.failures.push(format!("{label} {e:#}"));
             }
-            rows.extend(report.rows);
-            failures.extend(report.failures);
-            phases.extend(report.phases);
         }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((label, kernel_name, kernel, guest, steps)) = queue.get(i) else {
+                    break;
+                };
+                let mut report = GuestReport {
+                    label: label.clone(),
+                    kernel: kernel_name,
+                    guest: *guest,
+                    rows: Vec::new(),
+                    failures: Vec::new(),
+                    phases: Vec::new(),
+                };
+                if let Err(e) = run_guest(&run, kernel, *guest, steps, &mut report) {
+                    report.rows.push(Row {
+                        kernel: kernel_name,
+                        guest: guest.name(),
+                        step: "set up the guest".into(),
+                        result: "fail".into(),
+                        seconds: None,
+                    });
+                    report.failures.push(format!("{label} {e:#}"));
+                }
+                done.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((i, report));
+            });
+        }
+    });
+    let mut reports = done
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    reports.sort_by_key(|(i, _)| *i);
+    for (_, report) in reports {
+        rows.extend(report.rows);
+        failures.extend(report.failures);
+        phases.extend(report.phases);
     }
 
     print_summary(&rows, &phases);
