@@ -28,7 +28,7 @@ uptime_s() {
 # tests expect.
 export LUCID_VM_TARGET=/run/lucid-vm/target/$LUCID_VM_PROFILE
 mkdir -p /run/lucid-vm
-mountpoint -q /run/lucid-vm || mount -t tmpfs -o mode=0755 lucid-vm /run/lucid-vm
+busybox mountpoint -q /run/lucid-vm || mount -t tmpfs -o mode=0755 lucid-vm /run/lucid-vm
 mkdir -p "$LUCID_VM_TARGET/deps"
 # The binaries, and of the test executables only those this guest's plan runs (each crosses
 # 9p, slow under emulation).
@@ -45,7 +45,7 @@ export PATH="$LUCID_VM_TARGET:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 # The scratch disk (ext4, made by the host): a directory on a real block device for the tests
 # of io limits.
 mkdir -p /run/lucid-vm/disk
-if mountpoint -q /run/lucid-vm/disk || mount -t ext4 "$LUCID_VM_BLOCK_DEVICE" /run/lucid-vm/disk; then
+if busybox mountpoint -q /run/lucid-vm/disk || mount -t ext4 "$LUCID_VM_BLOCK_DEVICE" /run/lucid-vm/disk; then
     export LUCID_TEST_BLOCK_DIR=/run/lucid-vm/disk
 else
     echo "lucid-vm: mounting the scratch disk $LUCID_VM_BLOCK_DEVICE failed"
