@@ -9,6 +9,8 @@
 //!   beside runc and crun; `exe` prices each binary protection at start-up;
 //!   `soak` checks that nothing leaks over many cycles).
 //! - `fuzz [--seconds N] [--target NAME]`: every cargo-fuzz target for a bounded time.
+//! - `imports [SRC_DIR]`: the import cycles among a crate's top-level modules
+//!   (`runtime/src` by default); fails when there is one.
 //! - `vm [--kernel LIST] [--guest LIST] [--suite ci|full|bench] [--jobs N] [--keep-run-dir]`:
 //!   the tests in qemu guests that look like production hosts (Debian's
 //!   kernels, pure cgroup v2, with and without systemd).
@@ -18,13 +20,14 @@ mod bundle;
 mod ci;
 mod demo;
 mod fuzz;
+mod imports;
 mod setup;
 mod shell;
 mod vm;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]|bench soak [--cycles N]|fuzz [--seconds N] [--target NAME]|vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--jobs N] [--keep-run-dir]>";
+const USAGE: &str = "usage: cargo xtask <setup|ci|demo|bench [core|ebpf|exporter|telemetry|exe] [--rounds N]|bench soak [--cycles N]|fuzz [--seconds N] [--target NAME]|imports [SRC_DIR]|vm [--kernel 5.10,6.1,6.12,newest] [--guest initramfs,systemd] [--suite ci|full|bench] [--jobs N] [--keep-run-dir]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
+        "imports" => imports::run(rest),
         "vm" => vm::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
