@@ -131,6 +131,62 @@ pub enum RuntimeMessage {
     },
 }
 
+/// The phases of the init process's side of the protocol, declared in the
+/// order its messages come: a message of an earlier phase after a later one
+/// (or one sent twice) is a broken protocol, which [`InitSequence`] refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InitPhase {
+    /// `UserNamespaceReady` (intermediate process, new user namespace).
+    UserNamespace,
+    /// `InitPid` (intermediate process).
+    Pid,
+    /// `RunCreateRuntimeHooks`.
+    CreateRuntimeHooks,
+    /// `SeccompNotify`.
+    Seccomp,
+    /// `Ready`, the last.
+    Ready,
+}
+
+impl InitMessage {
+    /// The protocol phase of this message; `None` for `Failed`, which may
+    /// come at any point.
+    pub fn phase(&self) -> Option<InitPhase> {
+        match self {
+            InitMessage::UserNamespaceReady => Some(InitPhase::UserNamespace),
+            InitMessage::InitPid { .. } => Some(InitPhase::Pid),
+            InitMessage::RunCreateRuntimeHooks => Some(InitPhase::CreateRuntimeHooks),
+            InitMessage::SeccompNotify => Some(InitPhase::Seccomp),
+            InitMessage::Ready { .. } => Some(InitPhase::Ready),
+            InitMessage::Failed { .. } => None,
+        }
+    }
+}
+
+/// The runtime's record of the phases the init process has gone through:
+/// each message must come from a later phase than the one before it.
+#[derive(Debug, Default)]
+pub struct InitSequence {
+    last: Option<InitPhase>,
+}
+
+impl InitSequence {
+    /// Checks `message` against the order and records its phase.
+    pub fn accept(&mut self, message: &InitMessage) -> Result<(), ChannelError> {
+        let Some(phase) = message.phase() else {
+            return Ok(());
+        };
+        if let Some(last) = self.last.filter(|last| *last >= phase) {
+            return Err(ChannelError::OutOfOrder {
+                got: phase,
+                after: last,
+            });
+        }
+        self.last = Some(phase);
+        Ok(())
+    }
+}
+
 /// Errors on the sync channel. The cause is part of the message (not a
 /// `source`), so a report that walks the chain names it once.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +197,14 @@ pub enum ChannelError {
     /// A message could not be encoded or decoded.
     #[error("sync channel: bad message: {0}")]
     Codec(serde_json::Error),
+    /// The init process sent a message out of the protocol's order.
+    #[error("sync channel: the init process sent a {got:?} message after {after:?}")]
+    OutOfOrder {
+        /// The phase of the message received.
+        got: InitPhase,
+        /// The phase already reached.
+        after: InitPhase,
+    },
 }
 
 impl From<nix::Error> for ChannelError {
@@ -155,24 +219,78 @@ impl From<serde_json::Error> for ChannelError {
     }
 }
 
-/// One end of the sync channel.
+/// A connected pair of sync channel ends: the runtime's, which sends
+/// [`RuntimeMessage`]s and receives [`InitMessage`]s, and the child's, the
+/// other way round, both close-on-exec.
+pub fn pair() -> Result<(RuntimeEnd, ChildEnd), ChannelError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((RuntimeEnd(Channel { fd: a }), ChildEnd(Channel { fd: b })))
+}
+
+/// The runtime's end: it can only send runtime messages and receive the
+/// child's.
 #[derive(Debug)]
-pub struct Channel {
+pub struct RuntimeEnd(Channel);
+
+impl RuntimeEnd {
+    /// Sends one message to the child.
+    pub fn send(&self, message: &RuntimeMessage) -> Result<(), ChannelError> {
+        self.0.send(message)
+    }
+
+    /// Receives the child's next message and the descriptor sent with it;
+    /// `None` when the child closed its end.
+    pub fn recv(&self) -> Result<Option<(InitMessage, Option<OwnedFd>)>, ChannelError> {
+        self.0.recv_with_fd()
+    }
+
+    /// The raw descriptor (so a forked child can close it).
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
+}
+
+/// The child's end (intermediate, init or exec'd process): it can only send
+/// init messages and receive the runtime's.
+#[derive(Debug)]
+pub struct ChildEnd(Channel);
+
+impl ChildEnd {
+    /// Sends one message to the runtime (allocates: not after seccomp).
+    pub fn send(&self, message: &InitMessage) -> Result<(), ChannelError> {
+        self.0.send(message)
+    }
+
+    /// Sends a message serialized beforehand, with a descriptor when given.
+    /// Allocates nothing.
+    pub fn send_bytes(&self, bytes: &[u8], fd: Option<RawFd>) -> std::io::Result<()> {
+        self.0.send_bytes(bytes, fd)
+    }
+
+    /// Receives the runtime's next message; `None` when it closed its end.
+    pub fn recv(&self) -> Result<Option<RuntimeMessage>, ChannelError> {
+        self.0.recv()
+    }
+
+    /// The raw descriptor (so the runtime's side of a fork can close it).
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
+}
+
+/// One end of the sync channel, untyped: [`RuntimeEnd`] and [`ChildEnd`]
+/// wrap it.
+#[derive(Debug)]
+struct Channel {
     fd: OwnedFd,
 }
 
 impl Channel {
-    /// A connected pair (runtime end, child end), both close-on-exec.
-    pub fn pair() -> Result<(Channel, Channel), ChannelError> {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        Ok((Channel { fd: a }, Channel { fd: b }))
-    }
-
     /// The raw descriptor (so a forked child can close the end it does not use).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -261,9 +379,9 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ChannelEr
     Ok(serde_json::from_slice(bytes)?)
 }
 
-impl AsFd for Channel {
+impl AsFd for RuntimeEnd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.0.fd.as_fd()
     }
 }
 
@@ -271,43 +389,113 @@ impl AsFd for Channel {
 mod tests {
     use super::*;
 
+    fn timing() -> PhaseTiming {
+        PhaseTiming {
+            name: "rootfs.mount".into(),
+            start_ns: 1,
+            end_ns: 2,
+            cpu_ns: Some(1),
+            attributes: vec![("hook.path".into(), "/bin/true".into())],
+            error: None,
+        }
+    }
+
     #[test]
     fn messages_round_trip_and_eof_is_none() {
-        let (a, b) = Channel::pair().unwrap();
+        let (runtime, child) = pair().unwrap();
         let ready = InitMessage::Ready {
-            phases: vec![PhaseTiming {
-                name: "rootfs.mount".into(),
-                start_ns: 1,
-                end_ns: 2,
-                cpu_ns: Some(1),
-                attributes: vec![("hook.path".into(), "/bin/true".into())],
-                error: None,
-            }],
+            phases: vec![timing()],
         };
-        b.send(&ready).unwrap();
-        a.send(&RuntimeMessage::Proceed).unwrap();
-        assert_eq!(a.recv::<InitMessage>().unwrap(), Some(ready));
-        assert_eq!(
-            b.recv::<RuntimeMessage>().unwrap(),
-            Some(RuntimeMessage::Proceed)
-        );
-        drop(b);
-        assert_eq!(a.recv::<InitMessage>().unwrap(), None);
+        child.send(&ready).unwrap();
+        runtime.send(&RuntimeMessage::Proceed).unwrap();
+        assert_eq!(runtime.recv().unwrap().map(|(m, _)| m), Some(ready));
+        assert_eq!(child.recv().unwrap(), Some(RuntimeMessage::Proceed));
+        drop(child);
+        assert!(runtime.recv().unwrap().is_none());
     }
 
     #[test]
     fn a_prepared_message_carries_a_descriptor() {
-        let (a, b) = Channel::pair().unwrap();
+        let (runtime, child) = pair().unwrap();
         let bytes = serde_json::to_vec(&InitMessage::SeccompNotify).unwrap();
         let file = std::fs::File::open("/proc/self/status").unwrap();
-        b.send_bytes(&bytes, Some(file.as_raw_fd())).unwrap();
-        let (message, fd) = a.recv_with_fd::<InitMessage>().unwrap().unwrap();
+        child.send_bytes(&bytes, Some(file.as_raw_fd())).unwrap();
+        let (message, fd) = runtime.recv().unwrap().unwrap();
         assert_eq!(message, InitMessage::SeccompNotify);
         assert!(fd.is_some());
-        b.send_bytes(b"\"RunCreateRuntimeHooks\"", None).unwrap();
-        let (message, fd) = a.recv_with_fd::<InitMessage>().unwrap().unwrap();
+        child
+            .send_bytes(b"\"RunCreateRuntimeHooks\"", None)
+            .unwrap();
+        let (message, fd) = runtime.recv().unwrap().unwrap();
         assert_eq!(message, InitMessage::RunCreateRuntimeHooks);
         assert!(fd.is_none());
+    }
+
+    /// Sends `messages` from the child's end and feeds what the runtime's end
+    /// receives to a fresh sequence: the result of each `accept`.
+    fn accepted(messages: &[InitMessage]) -> Vec<Result<(), String>> {
+        let (runtime, child) = pair().unwrap();
+        for m in messages {
+            child.send(m).unwrap();
+        }
+        drop(child);
+        let mut sequence = InitSequence::default();
+        let mut out = Vec::new();
+        while let Some((m, _)) = runtime.recv().unwrap() {
+            out.push(sequence.accept(&m).map_err(|e| e.to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn the_init_messages_in_protocol_order_are_accepted() {
+        let all = [
+            InitMessage::UserNamespaceReady,
+            InitMessage::InitPid { pid: 7 },
+            InitMessage::RunCreateRuntimeHooks,
+            InitMessage::SeccompNotify,
+            InitMessage::Ready { phases: vec![] },
+        ];
+        assert!(accepted(&all).iter().all(Result::is_ok));
+        // Phases may be skipped (no user namespace, no hooks, no notify).
+        let direct = [
+            InitMessage::RunCreateRuntimeHooks,
+            InitMessage::Ready { phases: vec![] },
+        ];
+        assert!(accepted(&direct).iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn a_message_of_an_earlier_phase_or_a_repeated_one_is_refused() {
+        let late = accepted(&[
+            InitMessage::Ready { phases: vec![] },
+            InitMessage::SeccompNotify,
+        ]);
+        assert_eq!(
+            late[1],
+            Err("sync channel: the init process sent a Seccomp message after Ready".into())
+        );
+        let twice = accepted(&[
+            InitMessage::RunCreateRuntimeHooks,
+            InitMessage::RunCreateRuntimeHooks,
+        ]);
+        assert!(twice[0].is_ok() && twice[1].is_err(), "{twice:?}");
+    }
+
+    #[test]
+    fn failed_is_accepted_in_any_phase() {
+        let failed = InitMessage::Failed {
+            phase: "rootfs.mount".into(),
+            message: "mount: EPERM".into(),
+            phases: vec![timing()],
+        };
+        let results = accepted(&[
+            InitMessage::SeccompNotify,
+            failed.clone(),
+            InitMessage::Ready { phases: vec![] },
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(accepted(std::slice::from_ref(&failed))[0].is_ok());
     }
 
     #[test]

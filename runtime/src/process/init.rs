@@ -31,7 +31,7 @@ use nix::sys::signal::{SigHandler, SigSet, Signal};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use super::channel::{
-    Channel, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
+    ChildEnd, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
 };
 use super::setup::{self, CapabilitySets, ExecArgs};
 use crate::hooks::{self, HookKind, HookState};
@@ -189,7 +189,7 @@ pub enum Role {
 }
 
 /// The child's entry point after clone: never returns.
-pub fn child_main(config: &InitConfig, channel: &Channel, role: Role) -> ! {
+pub fn child_main(config: &InitConfig, channel: &ChildEnd, role: Role) -> ! {
     // Until exec, /proc/PID/exe is the lucid binary: a process of the
     // container must not be able to open it (or ptrace this one). exec makes
     // the process dumpable again.
@@ -251,8 +251,8 @@ fn new_session(phase: &'static str) -> Result<(), Failure> {
         .map_err(|e| fail(phase)(format!("starting a new session: {e}")))
 }
 
-fn wait_for(channel: &Channel, phase: &'static str) -> Result<RuntimeMessage, Failure> {
-    match channel.recv::<RuntimeMessage>().map_err(fail(phase))? {
+fn wait_for(channel: &ChildEnd, phase: &'static str) -> Result<RuntimeMessage, Failure> {
+    match channel.recv().map_err(fail(phase))? {
         Some(message) => Ok(message),
         None => Err(Failure {
             phase,
@@ -263,7 +263,7 @@ fn wait_for(channel: &Channel, phase: &'static str) -> Result<RuntimeMessage, Fa
 
 /// Joins and creates namespaces, then forks the init (or exec) process
 /// inside them, as a child of the runtime (CLONE_PARENT).
-fn intermediate(config: &InitConfig, channel: &Channel) -> Result<(), Failure> {
+fn intermediate(config: &InitConfig, channel: &ChildEnd) -> Result<(), Failure> {
     set_name("lucid:stage1");
     set_parent_death_signal(libc::SIGKILL);
     let plan = config.plan;
@@ -366,7 +366,7 @@ fn join_keyring(config: &InitConfig) -> Result<(), String> {
 /// The init process: set-up, then wait on the exec FIFO, then exec.
 fn init(
     config: &InitConfig,
-    channel: &Channel,
+    channel: &ChildEnd,
     role: Role,
     phases: &mut Phases,
 ) -> Result<Infallible, Failure> {
@@ -534,7 +534,7 @@ fn init(
 /// A process `exec` starts: its own set-up, then exec at once.
 fn exec_process(
     config: &InitConfig,
-    channel: &Channel,
+    channel: &ChildEnd,
     phases: &mut Phases,
 ) -> Result<Infallible, Failure> {
     set_name("lucid:exec");
@@ -634,7 +634,7 @@ fn setup_console(root: Option<&Root>, socket: RawFd, process: &Process) -> Resul
 /// the filter is in place.
 fn load_seccomp(
     config: &InitConfig,
-    channel: &Channel,
+    channel: &ChildEnd,
     caps: &CapabilitySets,
     keep: u64,
     phases: &mut Phases,
@@ -691,7 +691,7 @@ fn errno(e: &std::io::Error) -> Errno {
 
 /// Sends `Ready` with the phases, serialized into `out` (which has room for
 /// it, so nothing allocates).
-fn send_ready(channel: &Channel, phases: Vec<PhaseTiming>, out: &mut Vec<u8>) {
+fn send_ready(channel: &ChildEnd, phases: Vec<PhaseTiming>, out: &mut Vec<u8>) {
     out.clear();
     let message = InitMessage::Ready { phases };
     if serde_json::to_writer(&mut *out, &message).is_err() {
@@ -790,7 +790,7 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) {
 /// `Failed` on the sync channel while the runtime listens (`create` before
 /// `Ready`, `exec`), or on stderr when it no longer does.
 fn fatal(
-    channel: &Channel,
+    channel: &ChildEnd,
     phase: &'static str,
     what: &str,
     err: Errno,
@@ -930,7 +930,7 @@ mod tests {
 
     #[test]
     fn failures_after_the_filter_are_messages_the_runtime_and_start_read() {
-        let (ours, theirs) = Channel::pair().unwrap();
+        let (ours, theirs) = super::super::channel::pair().unwrap();
         let code = in_child(|| {
             fatal(
                 &theirs,
@@ -942,7 +942,7 @@ mod tests {
             )
         });
         assert_eq!(code, 127);
-        let Some(InitMessage::Failed { phase, message, .. }) = ours.recv().unwrap() else {
+        let Some((InitMessage::Failed { phase, message, .. }, _)) = ours.recv().unwrap() else {
             panic!("no Failed message")
         };
         assert_eq!(phase, "init.exec");

@@ -12,7 +12,10 @@ pub mod init;
 pub mod setup;
 pub mod spawn;
 
-pub use channel::{Channel, ChannelError, InitMessage, PhaseTiming, RuntimeMessage, StartMessage};
+pub use channel::{
+    ChannelError, ChildEnd, InitMessage, InitPhase, InitSequence, PhaseTiming, RuntimeEnd,
+    RuntimeMessage, StartMessage,
+};
 pub use spawn::{spawn_exec, spawn_init, SpawnRequest, Spawned};
 
 /// What can go wrong creating or reaching the container's processes.

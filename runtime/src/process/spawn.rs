@@ -14,7 +14,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxIdMapping;
 
-use super::channel::{Channel, InitMessage, PhaseTiming, RuntimeMessage};
+use super::channel::{self, InitMessage, InitSequence, PhaseTiming, RuntimeEnd, RuntimeMessage};
 use super::clone::{clone_process, Cloned};
 use super::init::{child_main, InitConfig, Role};
 use super::ProcessError;
@@ -80,7 +80,9 @@ pub fn spawn_exec(request: SpawnRequest) -> Result<Spawned, ProcessError> {
 }
 
 fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
-    let (ours, theirs) = Channel::pair()?;
+    let (ours, theirs) = channel::pair()?;
+    // Every message of the init process must come in the protocol's order.
+    let mut sequence = InitSequence::default();
     let plan = request.init.plan;
     let exec = request.init.container.is_none();
     let intermediate = exec || plan.needs_intermediate();
@@ -136,13 +138,13 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     );
     let (pid, pidfd) = if intermediate {
         if plan.is_new(oci_spec::runtime::LinuxNamespaceType::User) {
-            expect(&ours, first_pid, |m| {
+            expect(&ours, &mut sequence, first_pid, |m| {
                 matches!(m, InitMessage::UserNamespaceReady)
             })?;
             write_id_maps(first_pid, request.init.spec)?;
         }
         ours.send(&RuntimeMessage::Proceed)?;
-        let init_pid = match expect(&ours, first_pid, |m| {
+        let init_pid = match expect(&ours, &mut sequence, first_pid, |m| {
             matches!(m, InitMessage::InitPid { .. })
         })? {
             InitMessage::InitPid { pid } => Pid::from_raw(pid),
@@ -181,8 +183,11 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     let phases = loop {
         // A closed or reset channel means the init process died: say how.
         let message = ours
-            .recv_with_fd::<InitMessage>()
+            .recv()
             .map_err(|_| ProcessError::InitDied(exit_status(pid)))?;
+        if let Some((message, _)) = &message {
+            sequence.accept(message)?;
+        }
         match message {
             Some((InitMessage::RunCreateRuntimeHooks, _)) => {
                 (request.runtime_hooks)(pid.as_raw())?;
@@ -220,7 +225,7 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
     };
     if exec {
         // The channel closes when the process execs; a failed exec says why.
-        match ours.recv::<InitMessage>()? {
+        match ours.recv()?.map(|(message, _)| message) {
             None => {}
             Some(InitMessage::Failed { phase, message, .. }) => {
                 return Err(ProcessError::InitFailed { phase, message })
@@ -244,11 +249,16 @@ fn spawn(mut request: SpawnRequest) -> Result<Spawned, ProcessError> {
 /// Receives the next message, which must match; a `Failed` or a closed
 /// channel become errors.
 fn expect(
-    channel: &Channel,
+    channel: &RuntimeEnd,
+    sequence: &mut InitSequence,
     pid: Pid,
     wanted: impl Fn(&InitMessage) -> bool,
 ) -> Result<InitMessage, ProcessError> {
-    match channel.recv::<InitMessage>()? {
+    let message = channel.recv()?.map(|(message, _)| message);
+    if let Some(message) = &message {
+        sequence.accept(message)?;
+    }
+    match message {
         Some(InitMessage::Failed { phase, message, .. }) => {
             Err(ProcessError::InitFailed { phase, message })
         }
