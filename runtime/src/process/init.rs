@@ -6,30 +6,26 @@
 //! with `Ready`; it never exports anything itself. Errors go back over the
 //! sync channel as `Failed` naming the phase, then the process exits.
 //!
-//! The seccomp filter is the last set-up step (`seccomp.load`). Everything
-//! the process does after it was prepared before: the messages it sends are
-//! serialized into memory set aside beforehand, the exec FIFO's path and the
-//! execve arrays are built, failures are formatted on the stack. So the
-//! process allocates nothing once the filter is active, and makes only the
-//! system calls it cannot avoid: `sendmsg`/`sendto` and `close` (the notify
-//! fd, `Ready`), `clock_gettime` (phase timings), `capset` (when the filter
-//! was loaded without `noNewPrivileges`), `prctl`, `open`/`write` of the exec
-//! FIFO, `close_range`, `rt_sigaction`, `rt_sigprocmask` and `execve`.
-//! startContainer hooks are the exception: they run between `start` and exec,
-//! under the filter, as with runc.
+//! The seccomp filter is the last set-up step (`seccomp.load`); what follows
+//! it allocates nothing and lives in `after_seccomp.rs`, whose doc states the
+//! invariant: messages serialized into memory set aside before the filter,
+//! failures formatted on the stack. startContainer hooks are the exception:
+//! they run between `start` and exec, under the filter, as with runc.
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::fmt::Write as _;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::SystemTime;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigHandler, SigSet, Signal};
+use nix::sys::signal::SigSet;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
+use super::after_seccomp::{
+    self, errno, exit, fatal, prepare_exec, wait_for_start, write_all, MessageBuffer,
+};
 use super::channel::{
     ChildEnd, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
 };
@@ -218,12 +214,6 @@ pub fn child_main(config: &InitConfig, channel: &ChildEnd, role: Role) -> ! {
             exit(1)
         }
     }
-}
-
-fn exit(code: i32) -> ! {
-    // SAFETY: _exit ends the process without running the runtime's atexit
-    // handlers or flushing its buffers, which belong to the parent.
-    unsafe { libc::_exit(code) }
 }
 
 fn set_name(name: &str) {
@@ -475,11 +465,14 @@ fn init(
     let start_container = HookKind::StartContainer.hooks(spec);
     let fifo_path = CString::new(format!("/proc/self/fd/{}", container.exec_fifo.as_raw_fd()))
         .map_err(fail("init.wait"))?;
-    let mut out = Vec::with_capacity(MAX_MESSAGE);
+    let mut buffer = MessageBuffer::new(MAX_MESSAGE);
     load_seccomp(config, channel, &caps, keep, phases)?;
     // The runtime that waits for Ready is about to exit: stop dying with it.
     set_parent_death_signal(0);
-    send_ready(channel, std::mem::take(&mut phases.0), &mut out);
+    let ready = InitMessage::Ready {
+        phases: std::mem::take(&mut phases.0),
+    };
+    after_seccomp::send(channel, &mut buffer, &ready, "init.ready");
     let fifo = wait_for_start(&fifo_path);
     // startContainer hooks run after `start` opened the FIFO and before it
     // hears back, so a failing hook fails `start`.
@@ -500,20 +493,13 @@ fn init(
         phases: start_phases.0,
         exec_start_ns: now_ns(),
     };
-    out.clear();
-    if serde_json::to_writer(&mut out, &started).is_err() {
-        let err = Errno::EMSGSIZE;
-        fatal(
-            channel,
-            "init.wait",
-            "encoding the start message",
-            err,
-            None,
-            None,
-        );
-    }
-    out.push(b'\n');
-    if let Err(e) = nix::unistd::write(&fifo, &out) {
+    let line = match buffer.encode(&started, b"\n") {
+        Ok(line) => line,
+        Err(too_large) => {
+            after_seccomp::fatal_too_large(channel, "init.wait", too_large, Some(fifo.as_raw_fd()))
+        }
+    };
+    if let Err(e) = nix::unistd::write(&fifo, line) {
         fatal(channel, "init.wait", "writing the exec FIFO", e, None, None);
     }
     // The FIFO stays open (close-on-exec) through execve: `start` reads its
@@ -555,11 +541,14 @@ fn exec_process(
         join_keyring(config).map_err(fail("process.setup"))?;
         setup_process(config, &caps, keep).map_err(fail("process.setup"))
     })?;
-    let mut out = Vec::with_capacity(MAX_MESSAGE);
+    let mut buffer = MessageBuffer::new(MAX_MESSAGE);
     load_seccomp(config, channel, &caps, keep, phases)?;
     // A detached exec outlives `lucid exec`.
     set_parent_death_signal(0);
-    send_ready(channel, std::mem::take(&mut phases.0), &mut out);
+    let ready = InitMessage::Ready {
+        phases: std::mem::take(&mut phases.0),
+    };
+    after_seccomp::send(channel, &mut buffer, &ready, "init.ready");
     prepare_exec(config.preserve_fds, &config.sigmask);
     let err = exec.exec();
     // The runtime waits for the channel to close at exec, or for this.
@@ -685,38 +674,6 @@ fn load_seccomp(
     })
 }
 
-fn errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
-}
-
-/// Sends `Ready` with the phases, serialized into `out` (which has room for
-/// it, so nothing allocates).
-fn send_ready(channel: &ChildEnd, phases: Vec<PhaseTiming>, out: &mut Vec<u8>) {
-    out.clear();
-    let message = InitMessage::Ready { phases };
-    if serde_json::to_writer(&mut *out, &message).is_err() {
-        let err = Errno::EMSGSIZE;
-        fatal(
-            channel,
-            "init.ready",
-            "encoding the ready message",
-            err,
-            None,
-            None,
-        );
-    }
-    if let Err(e) = channel.send_bytes(out, None) {
-        fatal(
-            channel,
-            "init.ready",
-            "telling the runtime",
-            errno(&e),
-            None,
-            None,
-        );
-    }
-}
-
 /// Whether the init process must stop for the runtime (prestart and
 /// createRuntime hooks run there) or learn its host pid for its own hooks.
 fn needs_pid_from_runtime(spec: &Spec) -> bool {
@@ -728,248 +685,4 @@ fn needs_pid_from_runtime(spec: &Spec) -> bool {
     ]
     .iter()
     .any(|kind| !kind.hooks(spec).is_empty())
-}
-
-/// Text formatted on the stack, for failures after the seccomp filter.
-struct StackText {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl StackText {
-    fn new() -> Self {
-        StackText {
-            buf: [0; 512],
-            len: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    /// Appends bytes, dropping what would break a JSON string and what does
-    /// not fit.
-    fn push(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b != b'"' && b != b'\\' && b >= 0x20 {
-                self.push_raw(&[b]);
-            }
-        }
-    }
-
-    /// Appends bytes as they are, as far as they fit.
-    fn push_raw(&mut self, bytes: &[u8]) {
-        let n = bytes.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
-        self.len += n;
-    }
-}
-
-impl std::fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.push(s.as_bytes());
-        Ok(())
-    }
-}
-
-fn write_all(fd: RawFd, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: bytes is a live buffer; fd may be closed, then write fails.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
-}
-
-/// Reports a failure after the seccomp filter without allocating, then exits
-/// with 127: once `start` has released the process (`fifo`), as `ExecFailed`
-/// on the exec FIFO for `start` and on the container's stderr; before, as
-/// `Failed` on the sync channel while the runtime listens (`create` before
-/// `Ready`, `exec`), or on stderr when it no longer does.
-fn fatal(
-    channel: &ChildEnd,
-    phase: &'static str,
-    what: &str,
-    err: Errno,
-    subject: Option<&[u8]>,
-    fifo: Option<RawFd>,
-) -> ! {
-    let mut message = StackText::new();
-    message.push(what.as_bytes());
-    if let Some(subject) = subject {
-        message.push(b" ");
-        message.push(subject);
-    }
-    let _ = write!(message, ": {}", err.desc());
-    let mut json = StackText::new();
-    let told = match fifo {
-        Some(fifo) => {
-            json.push_raw(b"{\"ExecFailed\":{\"message\":\"");
-            json.push(message.bytes());
-            json.push_raw(b"\"}}\n");
-            write_all(fifo, json.bytes());
-            false
-        }
-        None => {
-            json.push_raw(b"{\"Failed\":{\"phase\":\"");
-            json.push_raw(phase.as_bytes());
-            json.push_raw(b"\",\"message\":\"");
-            json.push(message.bytes());
-            json.push_raw(b"\"}}");
-            channel.send_bytes(json.bytes(), None).is_ok()
-        }
-    };
-    if !told {
-        write_all(2, b"lucid: ");
-        write_all(2, message.bytes());
-        write_all(2, b"\n");
-    }
-    exit(127)
-}
-
-/// Blocks until `start` opens the exec FIFO; returns it for the answer.
-/// The FIFO is reopened through /proc (now the container's own procfs)
-/// because it lives outside the new root.
-fn wait_for_start(path: &CString) -> OwnedFd {
-    loop {
-        // SAFETY: path is NUL-terminated; a negative result is an error.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd >= 0 {
-            // SAFETY: a new descriptor we own.
-            return unsafe { OwnedFd::from_raw_fd(fd) };
-        }
-        let err = Errno::last();
-        if err != Errno::EINTR {
-            // Nobody listens on the channel any more: this goes to stderr.
-            let mut message = StackText::new();
-            let _ = write!(
-                message,
-                "lucid: opening the exec FIFO through /proc/self/fd (the container needs /proc): {}",
-                err.desc()
-            );
-            write_all(2, message.bytes());
-            write_all(2, b"\n");
-            exit(127);
-        }
-    }
-}
-
-/// Last steps before exec: only the process's own descriptors stay open,
-/// signals return to their defaults, the caller's mask comes back.
-/// Allocates nothing (but on kernels before 5.11, which lack close_range).
-fn prepare_exec(preserve_fds: i32, sigmask: &SigSet) {
-    let preserve = preserve_fds.max(0) as u32;
-    for fd in 3..3 + preserve {
-        // Preserved descriptors reach the process whatever their flag.
-        // SAFETY: F_SETFD on a possibly-closed descriptor at worst fails with EBADF.
-        unsafe { libc::fcntl(fd as RawFd, libc::F_SETFD, 0) };
-    }
-    let first = 3 + preserve;
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range with CLOEXEC only marks descriptors; none is freed.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    if ret != 0 {
-        mark_cloexec_from(first as RawFd);
-    }
-    for signal in Signal::iterator() {
-        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
-            continue;
-        }
-        // SAFETY: restoring the default disposition installs no handler code.
-        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
-    }
-    // SAFETY: sigprocmask with a valid set has no other memory effects.
-    unsafe {
-        libc::sigprocmask(
-            libc::SIG_SETMASK,
-            sigmask.as_ref() as *const libc::sigset_t,
-            std::ptr::null_mut(),
-        )
-    };
-}
-
-/// close_range fallback for kernels before 5.11.
-fn mark_cloexec_from(first: RawFd) {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<RawFd> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= first)
-        .collect();
-    for fd in fds {
-        // SAFETY: F_SETFD on a possibly-closed descriptor at worst fails with EBADF.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Runs `f` (which exits) in a forked child and waits for it.
-    fn in_child(f: impl FnOnce()) -> i32 {
-        // SAFETY: the child only runs `f`, which writes and _exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                f();
-                exit(0)
-            }
-            pid => {
-                let mut status = 0;
-                // SAFETY: waitpid on our own child with a valid status pointer.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                libc::WEXITSTATUS(status)
-            }
-        }
-    }
-
-    #[test]
-    fn failures_after_the_filter_are_messages_the_runtime_and_start_read() {
-        let (ours, theirs) = super::super::channel::pair().unwrap();
-        let code = in_child(|| {
-            fatal(
-                &theirs,
-                "init.exec",
-                "exec",
-                Errno::ENOEXEC,
-                Some(b"/bin/\"x\""),
-                None,
-            )
-        });
-        assert_eq!(code, 127);
-        let Some((InitMessage::Failed { phase, message, .. }, _)) = ours.recv().unwrap() else {
-            panic!("no Failed message")
-        };
-        assert_eq!(phase, "init.exec");
-        assert_eq!(message, "exec /bin/x: Exec format error");
-        let (read, write) = nix::unistd::pipe().unwrap();
-        let code = in_child(|| {
-            let fifo = Some(write.as_raw_fd());
-            fatal(&theirs, "init.exec", "exec", Errno::ENOENT, None, fifo)
-        });
-        assert_eq!(code, 127);
-        drop(write);
-        let mut text = Vec::new();
-        std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut text).unwrap();
-        let messages = StartMessage::parse_all(&text).unwrap();
-        assert!(
-            matches!(&messages[..], [StartMessage::ExecFailed { message }] if message.contains("No such file")),
-            "{messages:?}"
-        );
-    }
-
-    #[test]
-    fn stack_text_keeps_json_strings_intact() {
-        let mut text = StackText::new();
-        text.push(b"exec \"/bin/x\\y\"\n: ok");
-        assert_eq!(text.bytes(), b"exec /bin/xy: ok");
-        let mut long = StackText::new();
-        long.push(&[b'a'; 600]);
-        assert_eq!(long.bytes().len(), 512);
-    }
 }

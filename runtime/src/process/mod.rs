@@ -6,6 +6,7 @@
 //! `lucid:stage1` (intermediate), `lucid:init` and `lucid:exec` (until they
 //! exec).
 
+mod after_seccomp;
 pub mod channel;
 pub mod clone;
 pub mod init;
