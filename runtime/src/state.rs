@@ -224,6 +224,10 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// How many times `create` makes its directory again when a concurrent
+/// `delete --force` removed it before it was locked.
+const CREATE_ATTEMPTS: usize = 100;
+
 /// A container's state directory, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct StateDir {
@@ -243,29 +247,39 @@ impl StateDir {
             .create(root)
             .map_err(io_err(root))?;
         let path = root.join(id);
-        match std::fs::DirBuilder::new().mode(0o711).create(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StateError::Exists(id.to_owned()))
+        // A `delete --force` of the same ID may take the new directory between
+        // the mkdir and the lock for one whose `create` was killed before its
+        // first state file (it has none yet either) and remove it. That delete
+        // came first; this create then makes the directory again.
+        for _ in 0..CREATE_ATTEMPTS {
+            match std::fs::DirBuilder::new().mode(0o711).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(StateError::Exists(id.to_owned()))
+                }
+                Err(cause) => return Err(StateError::Io { path, cause }),
             }
-            Err(cause) => return Err(StateError::Io { path, cause }),
+            let lock = match lock_dir(&path) {
+                Err(StateError::Io { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue
+                }
+                other => other?,
+            };
+            if still_named(&lock, &path)? {
+                return Ok(StateDir {
+                    id: id.to_owned(),
+                    path,
+                    lock,
+                });
+            }
         }
-        let lock = lock_dir(&path)?;
-        // Between the mkdir and the lock, a command that found the directory
-        // empty cannot have removed it (only a lock holder that read a state
-        // file removes one), but say so rather than work in a stale directory.
-        if !still_named(&lock, &path)? {
-            return Err(StateError::Io {
-                path,
-                cause: std::io::Error::other(
-                    "the directory was removed by a concurrent command: try again",
-                ),
-            });
-        }
-        Ok(StateDir {
-            id: id.to_owned(),
+        Err(StateError::Io {
             path,
-            lock,
+            cause: std::io::Error::other(format!(
+                "the new directory was removed by concurrent commands {CREATE_ATTEMPTS} times"
+            )),
         })
     }
 
@@ -507,6 +521,43 @@ mod tests {
         first.remove().unwrap();
         let err = waiter.join().unwrap().unwrap_err();
         assert!(matches!(err, StateError::NotFound(_)), "{err}");
+    }
+
+    #[test]
+    fn create_survives_a_forced_delete_of_its_empty_directory() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let root = tempfile::tempdir().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let removed = Arc::new(AtomicUsize::new(0));
+        // As `delete --force` does with a directory that has no state file
+        // (a `create` killed before its first write): lock it, remove it.
+        let deleter = {
+            let (root, done, removed) = (root.path().to_path_buf(), done.clone(), removed.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(dir) = StateDir::open(&root, "c6") {
+                        if !dir.path().join(STATE_FILE).exists() {
+                            dir.remove().unwrap();
+                            removed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        let mut rounds = 0;
+        while removed.load(Ordering::Relaxed) < 20 && rounds < 100_000 {
+            rounds += 1;
+            let dir = StateDir::create(root.path(), "c6").unwrap();
+            std::fs::write(dir.path().join(STATE_FILE), "{}").unwrap();
+            dir.remove().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        deleter.join().unwrap();
+        assert!(
+            removed.load(Ordering::Relaxed) > 0,
+            "the deleter never took a new directory in {rounds} creates"
+        );
     }
 
     #[test]
