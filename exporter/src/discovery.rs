@@ -196,7 +196,7 @@ impl Inventory {
             if self.bad.get(&key) == Some(&file) {
                 continue;
             }
-            match state::read_state(&dir, &id) {
+            match state::read_state(dir.parent().unwrap_or(&self.root), &id) {
                 Ok(st) => {
                     self.bad.remove(&key);
                     let container = self.container_of(st);

@@ -3,11 +3,9 @@
 //! it through set-up; return once it blocks on the exec FIFO.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::SigSet;
-use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroups::{Cgroup, CgroupError};
@@ -520,32 +518,10 @@ pub(crate) fn send_pidfd(socket: &OwnedFd, pidfd: Option<&OwnedFd>, kind: &str) 
 }
 
 /// Makes the exec FIFO the init process blocks on, and opens it (O_PATH) for
-/// the init process to reopen.
+/// the init process to reopen. It belongs to the container's root, who opens
+/// it for writing after switching users.
 fn make_exec_fifo(dir: &StateDir, spec: &Spec) -> Result<OwnedFd> {
-    let fifo_path = dir.exec_fifo();
-    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
-        .map_err(|e| Error::os(format!("making {}", fifo_path.display()), e))?;
-    // The init process opens it for writing after switching to the
-    // container's user: make it writable by anyone (mkfifo applied the umask)
-    // and owned by the container's root.
-    std::fs::set_permissions(
-        &fifo_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o622),
-    )
-    .map_err(|e| Error::os(format!("making {} writable", fifo_path.display()), e))?;
-    let (root_uid, root_gid) = container_root_ids(spec);
-    std::os::unix::fs::chown(&fifo_path, Some(root_uid), Some(root_gid)).map_err(|e| {
-        Error::os(
-            format!("handing {} to the container", fifo_path.display()),
-            e,
-        )
-    })?;
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(&fifo_path)
-        .map_err(|e| Error::os(format!("opening {}", fifo_path.display()), e))?;
-    Ok(OwnedFd::from(fifo))
+    Ok(dir.make_exec_fifo(container_root_ids(spec))?)
 }
 
 /// A copy of the spec whose process also gets `TRACEPARENT` (and

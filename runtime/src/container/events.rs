@@ -36,7 +36,7 @@ pub struct Event<'a> {
 
 fn running_state(root: &Path, id: &str) -> Result<ContainerState> {
     validate_id(id)?;
-    let state = read_state(&root.join(id), id)?;
+    let state = read_state(root, id)?;
     let status = super::current_status(root, &state);
     if status == Status::Stopped {
         return Err(Error::WrongStatus {
@@ -145,7 +145,7 @@ pub fn watch(root: &Path, id: &str, interval: Duration, out: &mut dyn Write) -> 
                 return Ok(());
             }
         }
-        if super::current_status(root, &read_state(&root.join(id), id)?) == Status::Stopped {
+        if super::current_status(root, &read_state(root, id)?) == Status::Stopped {
             return Ok(());
         }
         if Instant::now() >= next_stats {

@@ -12,10 +12,10 @@ pub fn list(root: &Path) -> Result<Vec<OciState>> {
     let mut out = Vec::new();
     for id in list_ids(root)? {
         let dir = root.join(&id);
-        match read_state(&dir, &id) {
+        match read_state(root, &id) {
             Ok(state) => {
                 let status = super::current_status(root, &state);
-                let owner = std::fs::metadata(&dir)
+                let owner = std::fs::symlink_metadata(&dir)
                     .map(|m| user_name(m.uid()))
                     .unwrap_or_default();
                 out.push(state.oci(status, &owner));

@@ -42,7 +42,7 @@ pub fn current_status(root: &Path, state: &ContainerState) -> Status {
                 Status::Stopped
             } else if crate::cgroups::Cgroup::from_paths(&state.cgroup).is_frozen() {
                 Status::Paused
-            } else if root.join(&state.id).join(crate::state::EXEC_FIFO).exists() {
+            } else if crate::state::has_exec_fifo(root, &state.id) {
                 Status::Created
             } else {
                 Status::Running

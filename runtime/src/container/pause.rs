@@ -38,7 +38,7 @@ pub fn resume(root: &Path, id: &str) -> Result<()> {
         });
     }
     Cgroup::from_paths(&state.cgroup).thaw()?;
-    state.status = if dir.exec_fifo().exists() {
+    state.status = if dir.has_exec_fifo() {
         Status::Created
     } else {
         Status::Running

@@ -10,7 +10,7 @@ use crate::{Error, Result};
 /// The pids of every process of the container.
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
     validate_id(id)?;
-    let state = read_state(&root.join(id), id)?;
+    let state = read_state(root, id)?;
     let status = super::current_status(root, &state);
     if status == Status::Stopped {
         return Err(Error::WrongStatus {

@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -91,11 +90,9 @@ type Released = std::result::Result<Vec<PhaseTiming>, (Vec<PhaseTiming>, Error)>
 fn release(dir: &StateDir, pid: i32) -> Released {
     let path = dir.exec_fifo();
     let no_phases = |e| (Vec::new(), e);
-    let mut fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| no_phases(Error::os(format!("opening {}", path.display()), e)))?;
+    let mut fifo = dir
+        .open_exec_fifo()
+        .map_err(|e| no_phases(Error::from(e)))?;
     // SAFETY: pidfd_open has no memory effects; a negative result is an error.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a non-negative result is a new descriptor we own.
@@ -131,8 +128,8 @@ fn release(dir: &StateDir, pid: i32) -> Released {
             };
             if !removed && !buf.is_empty() {
                 // The container counts as running from the first message on.
-                std::fs::remove_file(&path)
-                    .map_err(|e| no_phases(Error::os(format!("removing {}", path.display()), e)))?;
+                dir.remove_exec_fifo()
+                    .map_err(|e| no_phases(Error::from(e)))?;
                 removed = true;
             }
             if at_end && !buf.is_empty() {

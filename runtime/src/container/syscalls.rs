@@ -9,6 +9,6 @@ use crate::Result;
 /// The container's syscall rows, most called first.
 pub fn syscalls(root: &Path, id: &str) -> Result<Vec<lucid_ebpf::SyscallRow>> {
     validate_id(id)?;
-    let state = read_state(&root.join(id), id)?;
+    let state = read_state(root, id)?;
     Ok(crate::ebpf::syscalls(id, state.ebpf.as_ref())?)
 }

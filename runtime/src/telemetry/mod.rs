@@ -303,7 +303,8 @@ pub fn begin_command(root: &Path, name: &'static str, container: &str, join: Joi
             Some(trace) => (trace, false),
             // No readable trace: this command's spans stand alone.
             None => {
-                no_container = !root.join(container).exists();
+                no_container =
+                    !std::fs::symlink_metadata(root.join(container)).is_ok_and(|m| m.is_dir());
                 (new_trace_without_caller(active, start_ns), false)
             }
         },
@@ -432,8 +433,18 @@ fn saved_trace(root: &Path, container: &str) -> Option<ContainerTrace> {
         #[serde(default)]
         trace: Option<ContainerTrace>,
     }
+    if crate::state::validate_id(container).is_err() {
+        return None;
+    }
     let path = root.join(container).join(crate::state::STATE_FILE);
-    let text = std::fs::read(&path).ok()?;
+    // As the state's own readers read it: no link followed, bounded.
+    let root_fd = crate::state::files::open_root(root).ok()?;
+    let text = crate::state::files::read(
+        std::os::fd::AsFd::as_fd(&root_fd),
+        &Path::new(container).join(crate::state::STATE_FILE),
+        crate::state::files::MAX_FILE_BYTES,
+    )
+    .ok()?;
     let trace = match serde_json::from_slice::<TraceOnly>(&text) {
         Ok(state) => state.trace?,
         Err(e) => {

@@ -1,15 +1,24 @@
 //! Container state on disk: one directory per container under the root
 //! (`/run/lucid/<id>/`), holding `state.json` (written atomically) and the
 //! exec FIFO, and locked with `flock` against concurrent commands on the same ID.
+//!
+//! Nothing under the root is reached through a symbolic link, and only
+//! regular files are read, each within a bound ([`files`]).
+
+pub mod files;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
+
+use files::{EntryError, MAX_FILE_BYTES};
 
 /// The state file's name inside a container's directory.
 pub const STATE_FILE: &str = "state.json";
@@ -41,6 +50,23 @@ pub enum StateError {
         /// The failure.
         cause: std::io::Error,
     },
+    /// An entry lucid never makes: a symbolic link, a FIFO, a device, a file
+    /// too large. Nothing is followed or read through it.
+    #[error("{}: {cause}; lucid made no such entry: remove it", path.display())]
+    Foreign {
+        /// The entry.
+        path: PathBuf,
+        /// What it is.
+        cause: EntryError,
+    },
+    /// The state would be larger than lucid reads back.
+    #[error("{}: the container's state would be {size} bytes, more than the {MAX_FILE_BYTES} lucid reads back: make config.json smaller (annotations, seccomp rules)", path.display())]
+    TooLarge {
+        /// The state file.
+        path: PathBuf,
+        /// Its size.
+        size: usize,
+    },
     /// `state.json` is not what lucid wrote.
     #[error("{path}: corrupt state file: {message}: `lucid delete --force` removes the container")]
     Corrupt {
@@ -55,6 +81,24 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |cause| StateError::Io {
         path: path.to_path_buf(),
         cause,
+    }
+}
+
+fn errno_err(path: &Path) -> impl FnOnce(nix::errno::Errno) -> StateError + '_ {
+    move |errno| StateError::Io {
+        path: path.to_path_buf(),
+        cause: errno.into(),
+    }
+}
+
+/// A failure to open or read `path` (for `id`): missing is
+/// [`StateError::NotFound`], something lucid never makes is
+/// [`StateError::Foreign`].
+fn entry_err(path: PathBuf, id: &str, cause: EntryError) -> StateError {
+    match cause {
+        EntryError::Missing => StateError::NotFound(id.to_owned()),
+        EntryError::Io(cause) => StateError::Io { path, cause },
+        cause => StateError::Foreign { path, cause },
     }
 }
 
@@ -197,8 +241,17 @@ impl ContainerState {
     }
 }
 
-/// Checks a container ID the way runc does: letters, digits and `_+-.`, not
-/// `.` or `..`, so it is always a single path component.
+/// The longest container ID: the longest file name (`NAME_MAX`), since the ID
+/// names the state directory, the cgroup and the spool directory.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Checks a container ID by runc's rules (`libcontainer`'s `validateID`): one
+/// or more letters, digits and `_ + - .`, and not `.` or `..`, so that it is
+/// always one path component. `...` and `.adv` are IDs.
+///
+/// runc checks no length, but its `create` then fails making the state
+/// directory of an ID longer than a file name may be; lucid refuses such an
+/// ID here, so every ID this accepts can be created.
 pub fn validate_id(id: &str) -> Result<(), StateError> {
     let bad = |reason| {
         Err(StateError::InvalidId {
@@ -209,17 +262,17 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     if id.is_empty() {
         return bad("it is empty");
     }
-    if id == "." || id == ".." {
-        return bad("it is a relative path");
-    }
-    if id.len() > 1024 {
-        return bad("it is longer than 1024 bytes");
-    }
     if !id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'))
     {
         return bad("only letters, digits and _ + - . are allowed");
+    }
+    if id == "." || id == ".." {
+        return bad("it is a relative path");
+    }
+    if id.len() > MAX_ID_BYTES {
+        return bad("it is longer than 255 bytes, the longest file name");
     }
     Ok(())
 }
@@ -229,6 +282,7 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
 const CREATE_ATTEMPTS: usize = 100;
 
 /// A container's state directory, locked for as long as this value lives.
+/// Every file in it is reached through the locked descriptor, never by path.
 #[derive(Debug)]
 pub struct StateDir {
     id: String,
@@ -247,24 +301,20 @@ impl StateDir {
             .create(root)
             .map_err(io_err(root))?;
         let path = root.join(id);
+        let root_fd = files::open_root(root).map_err(io_err(root))?;
         // A `delete --force` of the same ID may take the new directory between
         // the mkdir and the lock for one whose `create` was killed before its
         // first state file (it has none yet either) and remove it. That delete
         // came first; this create then makes the directory again.
         for _ in 0..CREATE_ATTEMPTS {
-            match std::fs::DirBuilder::new().mode(0o711).create(&path) {
+            // mkdirat makes the last component and never follows a link there.
+            match nix::sys::stat::mkdirat(root_fd.as_fd(), id, Mode::from_bits_truncate(0o711)) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(StateError::Exists(id.to_owned()))
-                }
-                Err(cause) => return Err(StateError::Io { path, cause }),
+                Err(nix::errno::Errno::EEXIST) => return Err(StateError::Exists(id.to_owned())),
+                Err(errno) => return Err(errno_err(&path)(errno)),
             }
-            let lock = match lock_dir(&path) {
-                Err(StateError::Io { cause, .. })
-                    if cause.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    continue
-                }
+            let lock = match lock_dir(root_fd.as_fd(), &path, id) {
+                Err(StateError::NotFound(_)) => continue,
                 other => other?,
             };
             if still_named(&lock, &path)? {
@@ -284,22 +334,25 @@ impl StateDir {
     }
 
     /// Opens and locks an existing container's directory, waiting for any
-    /// other command on the same container to finish.
+    /// other command on the same container to finish. An entry that is not
+    /// a directory lucid made (a symbolic link, a file) fails at once.
     pub fn open(root: &Path, id: &str) -> Result<Self, StateError> {
         validate_id(id)?;
         let path = root.join(id);
+        let root_fd = match files::open_root(root) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound(id.to_owned()))
+            }
+            Err(cause) => return Err(StateError::Io { path, cause }),
+        };
         loop {
-            let lock = match lock_dir(&path) {
-                Err(StateError::Io { cause, .. })
-                    if cause.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    return Err(StateError::NotFound(id.to_owned()))
-                }
-                other => other?,
-            };
+            let lock = lock_dir(root_fd.as_fd(), &path, id)?;
             // While we waited, the holder may have removed the directory
             // (`delete`) and a `create` may have made a new one under the
             // same name: the lock we hold is then on a directory nobody uses.
+            // The next round opens what the name holds now; a link there
+            // fails that open, so this never spins.
             if still_named(&lock, &path)? {
                 return Ok(StateDir {
                     id: id.to_owned(),
@@ -320,6 +373,10 @@ impl StateDir {
         &self.path
     }
 
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.lock.as_fd()
+    }
+
     /// The raw descriptor holding the lock, which a forked child must close.
     pub fn lock_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
@@ -328,28 +385,39 @@ impl StateDir {
 
     /// Reads `state.json`.
     pub fn read(&self) -> Result<ContainerState, StateError> {
-        read_state(&self.path, &self.id)
+        read_state_in(self.fd(), &self.path, &self.id)
     }
 
     /// Replaces `state.json` atomically (write a temporary file, rename).
     pub fn write(&self, state: &ContainerState) -> Result<(), StateError> {
-        let tmp = self.path.join(".state.json.tmp");
+        const TMP: &str = ".state.json.tmp";
+        let tmp = self.path.join(TMP);
         let text = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
             path: tmp.clone(),
             message: e.to_string(),
         })?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let dest = self.path.join(STATE_FILE);
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(StateError::TooLarge {
+                path: dest,
+                size: text.len(),
+            });
+        }
+        let fd = nix::fcntl::openat(
+            self.fd(),
+            TMP,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(errno_err(&tmp))?;
+        let mut file = File::from(fd);
         file.write_all(&text).map_err(io_err(&tmp))?;
         drop(file);
-        let dest = self.path.join(STATE_FILE);
-        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))
+        nix::fcntl::renameat(self.fd(), TMP, self.fd(), STATE_FILE).map_err(errno_err(&dest))
     }
 
     /// The exec FIFO's path.
@@ -357,8 +425,80 @@ impl StateDir {
         self.path.join(EXEC_FIFO)
     }
 
+    /// Makes the exec FIFO (mode `0o622`, owned by `owner`) and returns an
+    /// `O_PATH` descriptor of it for the init process to reopen.
+    pub fn make_exec_fifo(&self, owner: (u32, u32)) -> Result<OwnedFd, StateError> {
+        let path = self.exec_fifo();
+        let mode = Mode::from_bits_truncate(0o622);
+        nix::unistd::mkfifoat(self.fd(), EXEC_FIFO, mode).map_err(errno_err(&path))?;
+        // The init process opens it for writing after switching to the
+        // container's user: make it writable by anyone (mkfifo applied the
+        // umask) and owned by the container's root. mkfifoat just made the
+        // name in a directory only root may write.
+        nix::sys::stat::fchmodat(
+            self.fd(),
+            EXEC_FIFO,
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(errno_err(&path))?;
+        nix::unistd::fchownat(
+            self.fd(),
+            EXEC_FIFO,
+            Some(owner.0.into()),
+            Some(owner.1.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno_err(&path))?;
+        let fd = nix::fcntl::openat(
+            self.fd(),
+            EXEC_FIFO,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_err(&path))?;
+        Ok(fd)
+    }
+
+    /// Opens the exec FIFO for reading without blocking (`start`).
+    pub fn open_exec_fifo(&self) -> Result<File, StateError> {
+        let path = self.exec_fifo();
+        let fd = nix::fcntl::openat(
+            self.fd(),
+            EXEC_FIFO,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_err(&path))?;
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno_err(&path))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(StateError::Foreign {
+                path,
+                cause: EntryError::NotRegular(files::kind(st.st_mode)),
+            });
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Removes the exec FIFO.
+    pub fn remove_exec_fifo(&self) -> Result<(), StateError> {
+        nix::unistd::unlinkat(
+            self.fd(),
+            EXEC_FIFO,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(errno_err(&self.exec_fifo()))
+    }
+
+    /// Whether the exec FIFO is still there (the container was not started).
+    pub fn has_exec_fifo(&self) -> bool {
+        files::stat(self.fd(), Path::new(EXEC_FIFO)).is_ok()
+    }
+
     /// Removes the directory and everything in it; the lock goes with it.
     pub fn remove(self) -> Result<(), StateError> {
+        // remove_dir_all follows no link, neither the directory's name nor
+        // anything inside it.
         match std::fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -370,13 +510,10 @@ impl StateDir {
     }
 }
 
-fn lock_dir(path: &Path) -> Result<Flock<File>, StateError> {
-    let dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io_err(path))?;
-    Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, errno)| StateError::Io {
+fn lock_dir(root: BorrowedFd<'_>, path: &Path, id: &str) -> Result<Flock<File>, StateError> {
+    let dir =
+        files::open_dir(root, Path::new(id)).map_err(|e| entry_err(path.to_path_buf(), id, e))?;
+    Flock::lock(File::from(dir), FlockArg::LockExclusive).map_err(|(_, errno)| StateError::Io {
         path: path.to_path_buf(),
         cause: errno.into(),
     })
@@ -402,31 +539,80 @@ fn still_named(lock: &Flock<File>, path: &Path) -> Result<bool, StateError> {
 
 /// Whether some command holds the lock of this container's directory now.
 pub fn is_locked(root: &Path, id: &str) -> bool {
-    let Ok(dir) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(root.join(id))
-    else {
+    let Ok(root_fd) = files::open_root(root) else {
         return false;
     };
-    match Flock::lock(dir, FlockArg::LockSharedNonblock) {
+    let Ok(dir) = files::open_dir(root_fd.as_fd(), Path::new(id)) else {
+        return false;
+    };
+    match Flock::lock(File::from(dir), FlockArg::LockSharedNonblock) {
         Ok(_held) => false,
         Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
     }
 }
 
-/// Reads a container's state without locking (a reader sees either the old or
-/// the new file, never a mix, because writes rename into place).
-pub fn read_state(dir: &Path, id: &str) -> Result<ContainerState, StateError> {
-    let path = dir.join(STATE_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(text) => text,
+/// Whether container `id` still has its exec FIFO (it was not started).
+pub fn has_exec_fifo(root: &Path, id: &str) -> bool {
+    files::open_root(root)
+        .is_ok_and(|fd| files::stat(fd.as_fd(), &Path::new(id).join(EXEC_FIFO)).is_ok())
+}
+
+/// Reads container `id`'s state under `root` without locking (a reader sees
+/// either the old or the new file, never a mix, because writes rename into
+/// place). A missing directory or file is [`StateError::NotFound`].
+pub fn read_state(root: &Path, id: &str) -> Result<ContainerState, StateError> {
+    validate_id(id)?;
+    let dir = root.join(id);
+    let root_fd = match files::open_root(root) {
+        Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(StateError::NotFound(id.to_owned()))
         }
-        Err(cause) => return Err(StateError::Io { path, cause }),
+        Err(cause) => return Err(StateError::Io { path: dir, cause }),
     };
-    parse_state(&text).map_err(|message| StateError::Corrupt { path, message })
+    // The directory first, so that a link there is named as the entry at fault.
+    let dir_fd = files::open_dir(root_fd.as_fd(), Path::new(id))
+        .map_err(|e| entry_err(dir.clone(), id, e))?;
+    read_state_in(dir_fd.as_fd(), &dir, id)
+}
+
+/// Reads the `state.json` of container `id` in the open directory `dir`
+/// (whose path is `dir_path`, for messages), within [`MAX_FILE_BYTES`]. A
+/// state naming another ID than its directory's is corrupt.
+pub fn read_state_in(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    id: &str,
+) -> Result<ContainerState, StateError> {
+    let path = dir_path.join(STATE_FILE);
+    let text = files::read(dir, Path::new(STATE_FILE), MAX_FILE_BYTES)
+        .map_err(|e| entry_err(path.clone(), id, e))?;
+    let state = parse_state(&text).map_err(|message| StateError::Corrupt {
+        path: path.clone(),
+        message,
+    })?;
+    if state.id != id {
+        return Err(StateError::Corrupt {
+            path,
+            message: format!(
+                "it names container {:?}, not {id:?} (the directory's name)",
+                truncated(&state.id, 64)
+            ),
+        });
+    }
+    Ok(state)
+}
+
+/// At most `max` bytes of `text` (on a character boundary), with `…` when cut.
+fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Parses the contents of a `state.json`; the error is the parser's message.
@@ -434,7 +620,8 @@ pub fn parse_state(text: &[u8]) -> Result<ContainerState, String> {
     serde_json::from_slice(text).map_err(|e| e.to_string())
 }
 
-/// The IDs of every container under `root`, sorted.
+/// The IDs of every container under `root`, sorted: the directories (not
+/// links to one) whose names are IDs.
 pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
@@ -446,6 +633,7 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
             })
         }
     };
+    // The entry's own type, never what a link points to.
     let mut ids: Vec<String> = entries
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
