@@ -107,6 +107,39 @@ fn bad_ids_are_refused() {
     assert!(!rt.root().parent().unwrap().join("escape").exists());
 }
 
+/// runc's ID rule (letters, digits, `_ + - .`, not `.` or `..`): every ID it
+/// accepts runs to the end and leaves nothing, the dotted ones included
+/// (`.adv` once failed on its session keyring's name); one byte over the
+/// longest file name is refused up front.
+#[test]
+fn every_id_by_runcs_rules_can_be_created_run_and_deleted() {
+    let rt = Runtime::new();
+    let long = format!("long-{}-{}", std::process::id(), "x".repeat(255));
+    let long = &long[..255];
+    let pid = std::process::id();
+    let ids = [
+        "...".to_owned(),
+        format!(".adv{pid}"),
+        format!("_+.-{pid}"),
+        format!("{pid}.."),
+        long.to_owned(),
+    ];
+    for id in &ids {
+        let bundle = Bundle::new(&rt, &unique_id("idrule"), &["true"]);
+        let out = rt.lucid(&["run", "--bundle", bundle.arg(), id]);
+        assert!(
+            out.status.success(),
+            "run {id:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_nothing_left(&rt, id, bundle.path());
+    }
+    let too_long = format!("{long}y");
+    let bundle = Bundle::new(&rt, &unique_id("idrule"), &["true"]);
+    let err = fails(&rt, &["create", "--bundle", bundle.arg(), &too_long]);
+    assert!(err.contains("invalid container id"), "{err}");
+}
+
 #[test]
 fn taken_id_is_refused_and_the_first_container_is_untouched() {
     let rt = Runtime::new();
@@ -206,6 +239,54 @@ fn delete_of_a_running_container_needs_force() {
     // Refusing changed nothing: the container still runs, with its cgroup.
     assert_eq!(rt.status(&id), "running");
     assert!(!leftovers(&rt, &id, bundle.path()).is_empty());
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+/// A container directory that is a symbolic link to a copy of another
+/// container's state (made by hand, or by anyone who can write the root):
+/// once `delete`, `delete --force` and `kill` spun on it at 100 % CPU and
+/// `state` followed it. Now every command names the link and ends at once;
+/// the copy it points to and the real container are untouched.
+#[test]
+fn a_state_directory_that_is_a_symlink_is_refused_at_once() {
+    let rt = Runtime::new();
+    let id = unique_id("real");
+    let bundle = Bundle::new(&rt, &id, &["sleep", "30"]);
+    rt.ok(&["create", "--bundle", bundle.arg(), &id]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("state.json");
+    std::fs::copy(rt.root().join(&id).join("state.json"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let other = unique_id("other");
+    std::os::unix::fs::symlink(elsewhere.path(), rt.root().join(&other)).unwrap();
+    for args in [
+        vec!["delete", "--force", &other],
+        vec!["delete", &other],
+        vec!["kill", &other, "KILL"],
+        vec!["state", &other],
+        vec!["start", &other],
+        vec!["pause", &other],
+        vec!["events", "--stats", &other],
+    ] {
+        let out = rt
+            .lucid_within(10, &args)
+            .unwrap_or_else(|| panic!("lucid {args:?} did not end within 10 s"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("symbolic link"),
+            "lucid {args:?} ({}): {err}",
+            out.status
+        );
+    }
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        before,
+        "the copy was changed"
+    );
+    assert!(rt.ids().iter().all(|i| *i != other), "list shows the link");
+    assert_eq!(rt.status(&id), "created");
+    std::fs::remove_file(rt.root().join(&other)).unwrap();
     rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&rt, &id, bundle.path());
 }

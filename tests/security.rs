@@ -469,7 +469,8 @@ fn selinux_labels_without_selinux_are_refused() {
 fn session_keyring_is_new_unless_asked_not_to() {
     let rt = Runtime::new();
     let id = unique_id("keyring");
-    let probe = ["sh", "-c", "grep keyring /proc/keys"];
+    // Exits 0 whatever grep finds, so a failed run is told from an absent keyring.
+    let probe = ["sh", "-c", "grep keyring /proc/keys; echo probed"];
     let mut bundle = Bundle::new(&rt, &id, &probe);
     // /proc/keys is masked by the default spec.
     bundle.edit(|c| {
@@ -479,8 +480,9 @@ fn session_keyring_is_new_unless_asked_not_to() {
             .retain(|p| p != "/proc/keys")
     });
     let out = run_output(&rt, &bundle, &id);
+    // runc's name: `_ses.<id>` (a name starting with a dot is refused).
     assert!(
-        out.lines().any(|l| l.contains(&format!(" {id}: "))),
+        out.lines().any(|l| l.contains(&format!(" _ses.{id}: "))),
         "no session keyring named after the container: {out}"
     );
     let id2 = unique_id("nokeyring");
@@ -493,6 +495,12 @@ fn session_keyring_is_new_unless_asked_not_to() {
     });
     let out = rt.lucid(&["run", "--no-new-keyring", "--bundle", bundle2.arg(), &id2]);
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("probed"),
+        "run --no-new-keyring failed ({}): {text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!text.contains(&id2), "{text}");
 }
 

@@ -198,6 +198,39 @@ impl Runtime {
         }
     }
 
+    /// Runs `lucid ARGS` as [`Runtime::lucid`] does, but kills it if it has
+    /// not ended within `secs` (stretched by [`time_scale`]): `None` then.
+    /// For commands that must not hang, whatever they are given.
+    pub fn lucid_within(&self, secs: u64, args: &[&str]) -> Option<Output> {
+        let mut stdout = tempfile::tempfile().expect("a temporary file");
+        let mut stderr = tempfile::tempfile().expect("a temporary file");
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().expect("duplicating a descriptor"))
+            .stderr(stderr.try_clone().expect("duplicating a descriptor"))
+            .spawn()
+            .expect("running lucid");
+        let until = deadline(secs);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for lucid") {
+                break status;
+            }
+            if std::time::Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        Some(Output {
+            status,
+            stdout: read_all(&mut stdout),
+            stderr: read_all(&mut stderr),
+        })
+    }
+
     /// Runs `lucid ARGS`, failing the test unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.lucid(args);
@@ -611,3 +644,34 @@ pub fn helper_bundle(
 }
 
 pub mod prometheus;
+
+#[cfg(test)]
+mod tests {
+    /// Cargo discovers test files only under `<package>/tests/`, and this
+    /// package is `tests/` itself, so each file is a `[[test]]` target listed
+    /// by hand: a file that is not listed would never run. This fails then.
+    #[test]
+    fn every_test_file_is_a_test_target() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".rs"))
+            .collect();
+        files.sort();
+        assert!(
+            files.len() > 10,
+            "found only {files:?} in {}",
+            dir.display()
+        );
+        let unlisted: Vec<&String> = files
+            .iter()
+            .filter(|file| !manifest.contains(&format!("path = \"{file}\"")))
+            .collect();
+        assert!(
+            unlisted.is_empty(),
+            "test files with no [[test]] target in tests/Cargo.toml (they would never run): {unlisted:?}"
+        );
+    }
+}

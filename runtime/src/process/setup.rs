@@ -77,11 +77,14 @@ pub fn apply_oom_score_adj(process: &Process) -> Result<(), String> {
     Ok(())
 }
 
-/// Joins a new session keyring named after the container, so containers do
-/// not share the host's keys (runc's default; `--no-new-keyring` skips it).
+/// Joins a new session keyring named after the container, `_ses.<id>` as
+/// runc names it, so containers do not share the host's keys (runc's
+/// default; `--no-new-keyring` skips it). The prefix matters: the kernel
+/// refuses a keyring name that starts with a dot (EPERM), and `.adv` is an ID.
 pub fn join_session_keyring(id: &str) -> Result<(), String> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    let name = CString::new(id).map_err(|_| "container id holds a NUL byte".to_owned())?;
+    let name = CString::new(format!("_ses.{id}"))
+        .map_err(|_| "container id holds a NUL byte".to_owned())?;
     // SAFETY: keyctl with JOIN_SESSION_KEYRING reads a NUL-terminated name.
     let ret =
         unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
