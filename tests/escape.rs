@@ -8,6 +8,9 @@
 //!   `/proc/self/fd/N`, which leaves the process's cwd on the host.
 //! - CVE-2021-30465 class: a symlink in the rootfs at a mount target,
 //!   pointing outside the rootfs (absolute and `../..`).
+//! - A symlink in the rootfs leading a bind mount into the container's
+//!   `/proc` (`/evil -> /proc/sys/kernel/core_pattern`): runc refuses
+//!   destinations inside `/proc` but for the few lxcfs emulates.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -176,11 +179,30 @@ struct Victim {
     bin: PathBuf,
     before: Vec<u8>,
     rt: Runtime,
+    /// The protection that must have run: the one forced, else `overlay`.
+    method: &'static str,
+}
+
+/// Which protected image host process `pid` runs, seen from outside: a
+/// sealed memfd (`/memfd:` name) or a file on an overlayfs, or what else.
+fn image_of(pid: i32) -> String {
+    let exe = format!("/proc/{pid}/exe");
+    let name = std::fs::read_link(&exe).unwrap_or_default();
+    if name.to_string_lossy().starts_with("/memfd:") {
+        return "memfd".into();
+    }
+    match nix::sys::statfs::statfs(exe.as_str()) {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC => {
+            "overlay".into()
+        }
+        Ok(fs) => format!("{} on {:?}", name.display(), fs.filesystem_type()),
+        Err(e) => format!("{exe}: {e}"),
+    }
 }
 
 impl Victim {
     /// `method` forces a binary protection (`LUCID_EXE_PROTECTION`).
-    fn new(method: Option<&str>) -> Self {
+    fn new(method: Option<&'static str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = victim_binary(dir.path());
         let before = sha(&bin);
@@ -194,7 +216,19 @@ impl Victim {
             bin,
             before,
             rt,
+            method: method.unwrap_or("overlay"),
         }
+    }
+
+    /// Fails unless host process `pid`, running lucid's image in the
+    /// container, runs it from the protection asked for.
+    fn check_image(&self, pid: i32) {
+        assert_eq!(
+            image_of(pid),
+            self.method,
+            "process {pid} runs lucid's image from something else than {}",
+            self.method
+        );
     }
 
     /// Starts the attacker in the container against the process `target`
@@ -223,7 +257,7 @@ impl Victim {
 /// the container opens that image and writes it once it is free. A naive
 /// runtime (exec'ing its own on-disk binary) has its host binary
 /// overwritten here: the attacker's reopen succeeds once no process runs it.
-fn exe_attack_via_exec(method: Option<&str>) {
+fn exe_attack_via_exec(method: Option<&'static str>) {
     let v = Victim::new(method);
     let (dir, bin, rt) = (&v.dir, &v.bin, &v.rt);
     let id = unique_id("exe-exec");
@@ -251,7 +285,9 @@ fn exe_attack_via_exec(method: Option<&str>) {
         "exec /evil: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let victim = inner_pid(read_pid_file(&pid_file));
+    let host_pid = read_pid_file(&pid_file);
+    v.check_image(host_pid);
+    let victim = inner_pid(host_pid);
     v.attack(log_arg, &id, &bundle, victim.into());
 }
 
@@ -260,7 +296,7 @@ fn exe_attack_via_exec(method: Option<&str>) {
 /// image as the container's first process. The container has no pid
 /// namespace of its own, so the attacker, started with `lucid exec`, can
 /// kill it and live on. A naive runtime's binary is overwritten.
-fn exe_attack_via_init(method: Option<&str>) {
+fn exe_attack_via_init(method: Option<&'static str>) {
     let v = Victim::new(method);
     let (dir, bin, rt) = (&v.dir, &v.bin, &v.rt);
     let id = unique_id("exe-init");
@@ -287,6 +323,7 @@ fn exe_attack_via_init(method: Option<&str>) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let init = rt.state(&id)["pid"].as_i64().unwrap();
+    v.check_image(init as i32);
     v.attack(log_arg, &id, &bundle, init);
 }
 
@@ -570,5 +607,58 @@ fn symlinked_mount_targets_stay_inside_the_rootfs() {
             host.display()
         );
     }
+    assert_nothing_left(&rt, &id, bundle.path());
+}
+
+/// A rootfs link `/evil -> /proc/sys/kernel/core_pattern` and a bind mount on
+/// `/evil`: the mount would cover the container's `core_pattern` (and with a
+/// writable source, a later `/proc` write would go to a file of the
+/// attacker's choosing). As runc, lucid judges where the link leads and
+/// refuses a destination inside `/proc`, before anything runs; runc's
+/// exceptions (the files lxcfs emulates) still take a bind.
+#[test]
+fn a_bind_mount_led_into_proc_by_a_link_is_refused() {
+    let rt = Runtime::new();
+    let host_pattern = std::fs::read("/proc/sys/kernel/core_pattern").unwrap();
+    let source = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(source.path(), "|/attacker %p\n").unwrap();
+    let src = source.path().to_str().unwrap().to_owned();
+    for (link, target) in [
+        ("evil", "/proc/sys/kernel/core_pattern"),
+        ("evil2", "../proc/sys/vm/overcommit_memory"),
+    ] {
+        let id = unique_id("procmount");
+        let mut bundle = Bundle::new(&rt, &id, &["cat", "/proc/sys/kernel/core_pattern"]);
+        std::os::unix::fs::symlink(target, bundle.rootfs().join(link)).unwrap();
+        bundle.edit(|c| {
+            c["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": format!("/{link}"), "type": "bind", "source": src, "options": ["bind"]}),
+            );
+        });
+        let out = rt.lucid(&["run", "--bundle", bundle.arg(), &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("cannot be mounted because it is inside /proc"),
+            "{link} -> {target} ({}): {}{err}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_nothing_left(&rt, &id, bundle.path());
+    }
+    assert_eq!(
+        std::fs::read("/proc/sys/kernel/core_pattern").unwrap(),
+        host_pattern
+    );
+    // An exception, reached through a link too: the bind lands.
+    let id = unique_id("procmount");
+    let mut bundle = Bundle::new(&rt, &id, &["cat", "/proc/uptime"]);
+    std::fs::write(source.path(), "12345.67 8.9\n").unwrap();
+    std::os::unix::fs::symlink("/proc/uptime", bundle.rootfs().join("uptime")).unwrap();
+    bundle.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/uptime", "type": "bind", "source": src, "options": ["bind"]}),
+        );
+    });
+    assert_eq!(run_output(&rt, &bundle, &id), "12345.67 8.9\n");
     assert_nothing_left(&rt, &id, bundle.path());
 }

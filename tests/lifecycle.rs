@@ -1,7 +1,7 @@
 //! The runc lifecycle through the `lucid` binary: spec, run, create, start,
 //! state, list, kill, delete, with real busybox containers. Needs root.
 
-use lucid_tests::{assert_nothing_left, unique_id, Bundle, Runtime};
+use lucid_tests::{assert_nothing_left, cgroup_path, unique_id, wait_until, Bundle, Runtime};
 
 #[test]
 fn run_returns_the_container_exit_code() {
@@ -227,14 +227,62 @@ fn kill_sends_named_and_numbered_signals_to_init() {
 
 #[test]
 fn kill_all_reaches_every_process_of_the_container() {
+    // Without its own pid namespace, a container's other processes outlive
+    // its init: only `--all` reaches them. A plain kill beside it shows the
+    // difference (in a pid namespace, init's end would kill them all anyway).
     let rt = Runtime::new();
-    let id = unique_id("killall");
-    let bundle = Bundle::new(&rt, &id, &["sh", "-c", "sleep 30 & sleep 30 & wait"]);
-    rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
-    rt.ok(&["kill", "--all", &id, "KILL"]);
-    rt.wait_status(&id, "stopped");
-    rt.ok(&["delete", &id]);
-    assert_nothing_left(&rt, &id, bundle.path());
+    let in_cgroup = |id: &str| -> Vec<String> {
+        let cgroup = cgroup_path(id);
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path().join("cgroup"))
+                    .is_ok_and(|text| text.lines().any(|l| l.ends_with(&cgroup)))
+            })
+            // A dead init waiting to be reaped is no process of the container.
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path().join("stat"))
+                    .is_ok_and(|stat| !stat.contains(") Z "))
+            })
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut ends = Vec::new();
+    for all in [false, true] {
+        let id = unique_id("killall");
+        let mut bundle = Bundle::new(&rt, &id, &["sh", "-c", "sleep 30 & sleep 30 & wait"]);
+        bundle.edit(|c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|ns| ns["type"] != "pid");
+        });
+        rt.ok(&["run", "--detach", "--bundle", bundle.arg(), &id]);
+        wait_until(10, "three processes in the container", || {
+            in_cgroup(&id).len() == 3
+        });
+        let args: &[&str] = if all {
+            &["kill", "--all", &id, "KILL"]
+        } else {
+            &["kill", &id, "KILL"]
+        };
+        rt.ok(args);
+        rt.wait_status(&id, "stopped");
+        if all {
+            wait_until(10, "every process of the container gone", || {
+                in_cgroup(&id).is_empty()
+            });
+        }
+        ends.push(in_cgroup(&id).len());
+        rt.ok(&["delete", &id]);
+        assert_nothing_left(&rt, &id, bundle.path());
+    }
+    assert_eq!(
+        ends,
+        [2, 0],
+        "processes left after a plain kill, then after kill --all"
+    );
 }
 
 #[test]

@@ -39,6 +39,9 @@ fn mount_one(config: &RootfsConfig, root: &Root, m: &Mount) -> Result<(), Rootfs
     let dest = destination(m);
     let fstype = m.typ().as_deref().unwrap_or("");
     if fstype == "cgroup" && !plan.bind {
+        let target =
+            open_in_root(root.fd(), &dest, Create::Dir).map_err(path_err("making", &dest))?;
+        check_proc_mount(root, &target, &dest, ProcSource::Other)?;
         return mount_cgroup(config, root, &dest, &plan);
     }
     if plan.bind {
@@ -51,6 +54,10 @@ fn mount_one(config: &RootfsConfig, root: &Root, m: &Mount) -> Result<(), Rootfs
         flags &= !MsFlags::MS_RDONLY;
     }
     let target = open_in_root(root.fd(), &dest, Create::Dir).map_err(path_err("making", &dest))?;
+    // runc leaves proc and sysfs out of the rule: they make a new instance.
+    if !matches!(fstype, "proc" | "sysfs") {
+        check_proc_mount(root, &target, &dest, ProcSource::Other)?;
+    }
     let source = m
         .source()
         .as_ref()
@@ -116,6 +123,7 @@ fn bind(root: &Root, source: &Path, dest: &Path, plan: &MountPlan) -> Result<(),
         if is_dir { Create::Dir } else { Create::File },
     )
     .map_err(path_err("making", dest))?;
+    check_proc_mount(root, &target, dest, ProcSource::of_bind(&src))?;
     mount(
         Some(&proc_fd_path(&src)),
         &proc_fd_path(&target),
@@ -130,6 +138,115 @@ fn bind(root: &Root, source: &Path, dest: &Path, plan: &MountPlan) -> Result<(),
         remount_bind(&top, dest, remount)?;
     }
     apply_propagation(root, dest, plan)
+}
+
+/// Where the mount of a [`check_proc_mount`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcSource {
+    /// A bind of the root of a procfs: a procfs after all.
+    ProcRoot,
+    /// Anything else (a bind of anything else, a tmpfs, a cgroup, ...).
+    Other,
+}
+
+impl ProcSource {
+    fn of_bind(src: &OwnedFd) -> Self {
+        /// The inode number of every procfs's root directory.
+        const PROC_ROOT_INO: u64 = 1;
+        let on_proc = nix::sys::statfs::fstatfs(src)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        let is_root = nix::sys::stat::fstat(src.as_fd()).is_ok_and(|st| st.st_ino == PROC_ROOT_INO);
+        if on_proc && is_root {
+            ProcSource::ProcRoot
+        } else {
+            ProcSource::Other
+        }
+    }
+}
+
+/// The files under `/proc` a mount may cover, runc's list: those lxcfs
+/// emulates, and `ns_last_pid`.
+const PROC_MOUNT_EXCEPTIONS: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// runc's rule for mounts under `/proc` (its `checkProcMount`), applied to
+/// where the destination really is inside the rootfs (`resolved`: links
+/// followed, within the root), so `/evil -> /proc/sys/kernel/core_pattern`
+/// is judged as `/proc/sys/kernel/core_pattern`. Outside `/proc`, anything
+/// goes; on `/proc` itself, only a procfs; inside it, only
+/// [`PROC_MOUNT_EXCEPTIONS`].
+fn proc_mount_rule(resolved: &Path, source: ProcSource) -> Result<(), String> {
+    let Ok(inside) = resolved.strip_prefix("/proc") else {
+        return Ok(());
+    };
+    if inside.as_os_str().is_empty() {
+        return match source {
+            ProcSource::ProcRoot => Ok(()),
+            ProcSource::Other => Err(format!(
+                "{} cannot be mounted because it is not of type proc",
+                resolved.display()
+            )),
+        };
+    }
+    if PROC_MOUNT_EXCEPTIONS
+        .iter()
+        .any(|allowed| Path::new(allowed) == resolved)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{} cannot be mounted because it is inside /proc",
+        resolved.display()
+    ))
+}
+
+/// Refuses a mount whose target (`target`, opened for `dest` inside the
+/// root) lies where [`proc_mount_rule`] forbids.
+fn check_proc_mount(
+    root: &Root,
+    target: &OwnedFd,
+    dest: &Path,
+    source: ProcSource,
+) -> Result<(), RootfsError> {
+    let resolved = path_in_root(root, target, dest)?;
+    proc_mount_rule(&resolved, source).map_err(|why| {
+        if resolved == dest {
+            RootfsError::Other(why)
+        } else {
+            RootfsError::Other(format!("{} leads to {why}", dest.display()))
+        }
+    })
+}
+
+/// The absolute path inside the root of what `target` names, as the
+/// kernel resolved it (links followed).
+fn path_in_root(root: &Root, target: &OwnedFd, dest: &Path) -> Result<PathBuf, RootfsError> {
+    let link = |fd: &dyn std::os::fd::AsRawFd| {
+        nix::fcntl::readlink(&proc_fd_path(&fd.as_raw_fd()))
+            .map(PathBuf::from)
+            .map_err(path_err("resolving", dest))
+    };
+    let root_path = link(&root.fd())?;
+    let target_path = link(target)?;
+    let inside = target_path.strip_prefix(&root_path).map_err(|_| {
+        RootfsError::Other(format!(
+            "{} resolved to {}, outside the rootfs {}",
+            dest.display(),
+            target_path.display(),
+            root_path.display()
+        ))
+    })?;
+    Ok(Path::new("/").join(inside))
 }
 
 /// The mount now on top of `dest` (a descriptor opened before mounting names
@@ -262,5 +379,71 @@ fn mount_hierarchy(
             bind: true,
         };
         bind(root, &hierarchy.host_dir, dest, &plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_proc_anything_goes() {
+        for dest in ["/", "/procfs", "/data/proc", "/evil", "/sys/kernel"] {
+            proc_mount_rule(Path::new(dest), ProcSource::Other).unwrap();
+        }
+    }
+
+    #[test]
+    fn on_proc_only_a_procfs() {
+        proc_mount_rule(Path::new("/proc"), ProcSource::ProcRoot).unwrap();
+        let err = proc_mount_rule(Path::new("/proc"), ProcSource::Other).unwrap_err();
+        assert!(err.contains("not of type proc"), "{err}");
+    }
+
+    #[test]
+    fn inside_proc_only_runcs_exceptions() {
+        for dest in PROC_MOUNT_EXCEPTIONS {
+            proc_mount_rule(Path::new(dest), ProcSource::Other).unwrap();
+        }
+        for dest in [
+            "/proc/sys/kernel/core_pattern",
+            "/proc/sysrq-trigger",
+            "/proc/self",
+            "/proc/net",
+            "/proc/cpuinfo/x",
+            "/proc/sys/kernel",
+        ] {
+            let err = proc_mount_rule(Path::new(dest), ProcSource::ProcRoot).unwrap_err();
+            assert!(err.contains("inside /proc"), "{dest}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_path_judged_is_where_links_lead() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/sys")).unwrap();
+        std::os::unix::fs::symlink("/proc/sys", dir.path().join("evil")).unwrap();
+        let root = Root {
+            fd: nix::fcntl::open(
+                dir.path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap(),
+            dev_readonly: false,
+        };
+        let dest = Path::new("/evil");
+        let target = open_in_root(root.fd(), dest, Create::Nothing).unwrap();
+        assert_eq!(
+            path_in_root(&root, &target, dest).unwrap(),
+            Path::new("/proc/sys")
+        );
+        let err = check_proc_mount(&root, &target, dest, ProcSource::Other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/evil leads to /proc/sys cannot be mounted"),
+            "{err}"
+        );
     }
 }
