@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::rules::Op;
 use crate::cgroups::Cgroup;
 use crate::hooks::{self, HookKind, HookState};
 use crate::state::{ContainerState, StateDir, StateError, Status};
 use crate::telemetry::step;
-use crate::{Error, Result};
+use crate::Result;
 use tracing::info_span;
 
 /// How long a killed container may take to go away.
@@ -54,19 +55,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let status = super::current_status(root, &state);
-    match status {
-        Status::Stopped => {}
-        // runc deletes a created container without --force: its process never ran.
-        Status::Created => {}
-        Status::Creating | Status::Running | Status::Paused if force => {}
-        _ => {
-            return Err(Error::WrongStatus {
-                id: id.to_owned(),
-                status,
-                what: format!("cannot delete container {id} that is not stopped: use --force"),
-            })
-        }
-    }
+    let op = if force { Op::ForceDelete } else { Op::Delete };
+    op.check(id, status)?;
     destroy(dir, &state)
 }
 

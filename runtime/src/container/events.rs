@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::Serialize;
 
+use super::rules::Op;
 use crate::cgroups::stats::Stats;
 use crate::cgroups::Cgroup;
 use crate::state::{read_state, validate_id, ContainerState, Status};
@@ -38,13 +39,7 @@ fn running_state(root: &Path, id: &str) -> Result<ContainerState> {
     validate_id(id)?;
     let state = read_state(root, id)?;
     let status = super::current_status(root, &state);
-    if status == Status::Stopped {
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what: "container not running".into(),
-        });
-    }
+    Op::Events.check(id, status)?;
     Ok(state)
 }
 

@@ -17,6 +17,7 @@ use nix::sys::signal::SigSet;
 use oci_spec::runtime::{Capability, LinuxCapabilities, Process};
 
 use super::create::{check_preserved_fds, send_pidfd, write_pid_file};
+use super::rules::Op;
 use crate::cgroups::Cgroup;
 use crate::foreground::{self, Relay, Signals};
 use crate::hooks::HookState;
@@ -283,23 +284,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
     let dir = StateDir::open(root, &options.id)?;
     let state = dir.read()?;
     let status = super::current_status(root, &state);
-    let refuse = |what: &str| {
-        Err(Error::WrongStatus {
-            id: options.id.clone(),
-            status,
-            what: what.to_owned(),
-        })
-    };
-    match status {
-        Status::Created | Status::Running => {}
-        Status::Stopped => {
-            return refuse("cannot exec in a stopped container: create and start it again")
-        }
-        Status::Paused => return refuse("cannot exec in a paused container: resume it first"),
-        Status::Creating => {
-            return refuse("cannot exec in a container that is still being created")
-        }
-    }
+    Op::Exec.check(&options.id, status)?;
     let container_process = state.config.process().clone().unwrap_or_default();
     let (mut process, origin) = match &options.process {
         ExecProcess::File { path, tty } => {
@@ -378,7 +363,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
     // The namespaces opened are the container's only if its init process is
     // still the one the state names.
     if !crate::process::is_alive(state.pid, state.init_start_time) {
-        return refuse("cannot exec in a stopped container: create and start it again");
+        Op::Exec.check(&options.id, Status::Stopped)?;
     }
     let cgroup = Cgroup::from_paths(&state.cgroup);
     let signals = if options.detach {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::rules::Op;
 use crate::cgroups::Cgroup;
 use crate::state::{StateDir, Status};
 use crate::{Error, Result};
@@ -13,13 +14,7 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     let dir = StateDir::open(root, id)?;
     let state = dir.read()?;
     let status = super::current_status(root, &state);
-    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what: "container not running".into(),
-        });
-    }
+    Op::Kill.check(id, status)?;
     let cgroup = Cgroup::from_paths(&state.cgroup);
     if all {
         cgroup.signal_all(signal)?;

@@ -9,6 +9,7 @@ pub mod kill;
 pub mod list;
 pub mod pause;
 pub mod ps;
+pub mod rules;
 pub mod run;
 pub mod start;
 pub mod state;

@@ -3,22 +3,17 @@
 
 use std::path::Path;
 
+use super::rules::Op;
 use crate::cgroups::Cgroup;
 use crate::state::{StateDir, Status};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Freezes a running (or created) container.
 pub fn pause(root: &Path, id: &str) -> Result<()> {
     let dir = StateDir::open(root, id)?;
     let mut state = dir.read()?;
     let status = super::current_status(root, &state);
-    if !matches!(status, Status::Running | Status::Created) {
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what: "container not running: only a running or created container can be paused".into(),
-        });
-    }
+    Op::Pause.check(id, status)?;
     Cgroup::from_paths(&state.cgroup).freeze()?;
     state.status = Status::Paused;
     dir.write(&state)?;
@@ -30,13 +25,7 @@ pub fn resume(root: &Path, id: &str) -> Result<()> {
     let dir = StateDir::open(root, id)?;
     let mut state = dir.read()?;
     let status = super::current_status(root, &state);
-    if status != Status::Paused {
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what: "container not paused".into(),
-        });
-    }
+    Op::Resume.check(id, status)?;
     Cgroup::from_paths(&state.cgroup).thaw()?;
     state.status = if dir.has_exec_fifo() {
         Status::Created

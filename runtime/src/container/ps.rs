@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use super::rules::Op;
 use crate::cgroups::Cgroup;
-use crate::state::{read_state, validate_id, Status};
+use crate::state::{read_state, validate_id};
 use crate::{Error, Result};
 
 /// The pids of every process of the container.
@@ -12,13 +13,7 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
     validate_id(id)?;
     let state = read_state(root, id)?;
     let status = super::current_status(root, &state);
-    if status == Status::Stopped {
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what: "container not running".into(),
-        });
-    }
+    Op::Ps.check(id, status)?;
     Ok(Cgroup::from_paths(&state.cgroup).pids())
 }
 

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::info_span;
 
+use super::rules::Op;
 use crate::hooks::{self, HookKind, HookState};
 use crate::process::{PhaseTiming, StartMessage};
 use crate::state::{StateDir, Status};
@@ -25,23 +26,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     })?;
     crate::failpoint::hit("start.state-read");
     let status = super::current_status(root, &state);
-    if status != Status::Created {
-        let what = match status {
-            Status::Running | Status::Paused => {
-                "cannot start an already running container".to_owned()
-            }
-            Status::Stopped => {
-                "cannot start a container that has stopped: delete it and create it again"
-                    .to_owned()
-            }
-            _ => format!("cannot start a container that is {status}"),
-        };
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what,
-        });
-    }
+    Op::Start.check(id, status)?;
     let released = release(&dir, state.pid);
     // The init process's own steps (startContainer hooks, exec) become spans
     // whether or not they succeeded.

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use oci_spec::runtime::LinuxResources;
 
+use super::rules::Op;
 use crate::cgroups::Cgroup;
-use crate::state::{StateDir, Status};
+use crate::state::StateDir;
 use crate::{Error, Result};
 
 /// Applies `changes` to the container.
@@ -16,13 +17,7 @@ pub fn update(root: &Path, id: &str, changes: &serde_json::Value) -> Result<()> 
     let dir = StateDir::open(root, id)?;
     let mut state = dir.read()?;
     let status = super::current_status(root, &state);
-    if !matches!(status, Status::Running | Status::Created | Status::Paused) {
-        return Err(Error::WrongStatus {
-            id: id.to_owned(),
-            status,
-            what: "cannot update the resources of a container that is not running".into(),
-        });
-    }
+    Op::Update.check(id, status)?;
     let current = state
         .config
         .linux()
