@@ -11,6 +11,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Hook;
 use serde::Serialize;
 
+use crate::state::Status;
+
 /// The hook points of the OCI runtime spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -130,7 +132,7 @@ pub struct HookState<'a> {
     /// The container ID.
     pub id: &'a str,
     /// The status at this hook point.
-    pub status: crate::state::Status,
+    pub status: Status,
     /// The init pid (absent for poststop once it is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
@@ -139,6 +141,42 @@ pub struct HookState<'a> {
     /// The annotations.
     #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
     pub annotations: &'a std::collections::HashMap<String, String>,
+}
+
+impl<'a> HookState<'a> {
+    /// The state of a container that has one on disk, at `status`: the init
+    /// pid unless it is `stopped`.
+    pub fn of_container(state: &'a crate::state::ContainerState, status: Status) -> Self {
+        HookState {
+            oci_version: &state.oci_version,
+            id: &state.id,
+            status,
+            pid: (status != Status::Stopped).then_some(state.pid),
+            bundle: &state.bundle,
+            annotations: &state.annotations,
+        }
+    }
+
+    /// The state of a container still being made from `spec` (the pid once
+    /// its init process exists).
+    pub fn of_spec(
+        spec: &'a oci_spec::runtime::Spec,
+        id: &'a str,
+        bundle: &'a std::path::Path,
+        status: Status,
+        pid: Option<i32>,
+    ) -> Self {
+        static NONE: std::sync::LazyLock<std::collections::HashMap<String, String>> =
+            std::sync::LazyLock::new(Default::default);
+        HookState {
+            oci_version: spec.version(),
+            id,
+            status,
+            pid,
+            bundle,
+            annotations: spec.annotations().as_ref().unwrap_or(&NONE),
+        }
+    }
 }
 
 /// Runs every hook of `kind`, in order, each in a span of its own (runtime

@@ -143,25 +143,6 @@ fn undelegated_limits(spec: &Spec) -> Option<&'static str> {
     .find_map(|(field, set)| set.then_some(field))
 }
 
-/// The state `hooks` and the seccomp listener see.
-fn hook_state<'a>(
-    spec: &'a Spec,
-    id: &'a str,
-    status: Status,
-    pid: Option<i32>,
-    bundle: &'a Path,
-    annotations: &'a std::collections::HashMap<String, String>,
-) -> HookState<'a> {
-    HookState {
-        oci_version: spec.version(),
-        id,
-        status,
-        pid,
-        bundle,
-        annotations,
-    }
-}
-
 /// Undoes a half-made container unless disarmed: kills its processes, runs
 /// its poststop hooks, removes its cgroups and state directory.
 struct Cleanup<'a> {
@@ -209,15 +190,7 @@ impl Drop for Cleanup<'_> {
         if self.pid.is_some() {
             // The runtime spec: a container that fails after its process
             // existed goes on to the delete step, poststop hooks included.
-            let annotations = self.spec.annotations().clone().unwrap_or_default();
-            let state = HookState {
-                oci_version: self.spec.version(),
-                id: &id,
-                status: Status::Stopped,
-                pid: None,
-                bundle: &self.bundle,
-                annotations: &annotations,
-            };
+            let state = HookState::of_spec(self.spec, &id, &self.bundle, Status::Stopped, None);
             if let Err(e) = hooks::run_all(
                 HookKind::Poststop,
                 &HookKind::Poststop.hooks(self.spec),
@@ -423,14 +396,8 @@ pub(crate) fn create_attached(
     };
     let mut spawned_pid = None;
     let mut runtime_hooks = |pid: i32| {
-        let hook_state = HookState {
-            oci_version: spec.version(),
-            id: &options.id,
-            status: Status::Creating,
-            pid: Some(pid),
-            bundle: &bundle,
-            annotations: &annotations,
-        };
+        let hook_state =
+            HookState::of_spec(&spec, &options.id, &bundle, Status::Creating, Some(pid));
         hooks::run_all(
             HookKind::Prestart,
             &HookKind::Prestart.hooks(&spec),
@@ -455,14 +422,7 @@ pub(crate) fn create_attached(
         let Some(program) = &seccomp else {
             return Ok(());
         };
-        let state = hook_state(
-            &spec,
-            &options.id,
-            Status::Creating,
-            Some(pid),
-            &bundle,
-            &annotations,
-        );
+        let state = HookState::of_spec(&spec, &options.id, &bundle, Status::Creating, Some(pid));
         Ok(program.send_to_listener(&fd, pid, &state)?)
     };
     let result = step(info_span!("init.spawn"), || {

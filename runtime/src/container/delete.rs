@@ -104,14 +104,7 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
     }
     crate::failpoint::hit("delete.ebpf-detached");
     step(info_span!("state.remove"), || dir.remove())?;
-    let hook_state = HookState {
-        oci_version: &state.oci_version,
-        id: &state.id,
-        status: Status::Stopped,
-        pid: None,
-        bundle: &state.bundle,
-        annotations: &state.annotations,
-    };
+    let hook_state = HookState::of_container(state, Status::Stopped);
     // The runtime spec: a failing poststop hook is logged, delete succeeds.
     if let Err(e) = hooks::run_all(
         HookKind::Poststop,

@@ -398,14 +398,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
         let Some(program) = &seccomp else {
             return Ok(());
         };
-        let hook_state = HookState {
-            oci_version: &state.oci_version,
-            id: &options.id,
-            status: Status::Running,
-            pid: Some(state.pid),
-            bundle: &state.bundle,
-            annotations: &state.annotations,
-        };
+        let hook_state = HookState::of_container(&state, Status::Running);
         Ok(program.send_to_listener(&fd, pid, &hook_state)?)
     };
     let spawned = spawn_exec(SpawnRequest {

@@ -39,14 +39,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     crate::failpoint::hit("start.released");
     state.status = Status::Running;
     step(info_span!("state.write"), || dir.write(&state))?;
-    let hook_state = HookState {
-        oci_version: &state.oci_version,
-        id,
-        status: Status::Running,
-        pid: Some(state.pid),
-        bundle: &state.bundle,
-        annotations: &state.annotations,
-    };
+    let hook_state = HookState::of_container(&state, Status::Running);
     // The runtime spec: a failing poststart hook is logged, the container runs on.
     if let Err(e) = hooks::run_all(
         HookKind::Poststart,

@@ -426,15 +426,8 @@ fn init(
             }
         }
     }
-    let annotations = spec.annotations().clone().unwrap_or_default();
-    let hook_state = |status| HookState {
-        oci_version: spec.version(),
-        id: config.id,
-        status,
-        pid: host_pid,
-        bundle: container.bundle,
-        annotations: &annotations,
-    };
+    let hook_state =
+        |status| HookState::of_spec(spec, config.id, container.bundle, status, host_pid);
     phases.run_hooks(
         HookKind::CreateContainer,
         &HookKind::CreateContainer.hooks(spec),
