@@ -2,12 +2,10 @@
 //! own args and env, and an optional timeout after which it is killed.
 
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Hook;
 use serde::Serialize;
 
@@ -242,7 +240,7 @@ pub fn run(kind: HookKind, hook: &Hook, stdin: &[u8]) -> Result<(), HookError> {
         .timeout()
         .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
     if let Some(deadline) = deadline {
-        if !wait_until(child.id() as i32, deadline) {
+        if !wait_for_exit(child.id() as i32, deadline) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(HookError::TimedOut {
@@ -276,37 +274,9 @@ pub fn run(kind: HookKind, hook: &Hook, stdin: &[u8]) -> Result<(), HookError> {
     })
 }
 
-/// Waits for the process to exit, without reaping it, until `deadline`.
-/// Returns false on timeout.
-fn wait_until(pid: i32, deadline: Instant) -> bool {
-    // SAFETY: pidfd_open has no memory effects; a negative result is an error.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw < 0 {
-        // No pidfd (very old kernel): fall back to polling /proc.
-        while Instant::now() < deadline {
-            if crate::process::has_exited(pid) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        return crate::process::has_exited(pid);
-    }
-    // SAFETY: pidfd_open returned a new descriptor we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let millis = left.as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
+/// Waits for the hook (a child not yet reaped) to exit until `deadline`.
+fn wait_for_exit(pid: i32, deadline: Instant) -> bool {
+    crate::process::wait_for_exit(pid, deadline, || crate::process::has_exited(pid))
 }
 
 #[cfg(test)]

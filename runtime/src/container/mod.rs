@@ -16,11 +16,8 @@ pub mod state;
 pub mod syscalls;
 pub mod update;
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::state::{ContainerState, Status};
 
@@ -55,32 +52,7 @@ pub fn current_status(root: &Path, state: &ContainerState) -> Status {
 /// Waits up to `timeout` for the process to exit (or become a zombie).
 /// Returns whether it did.
 pub fn wait_for_exit(pid: i32, start_time: u64, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    // SAFETY: pidfd_open has no memory effects; a negative result is an error.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw >= 0 && crate::process::start_time(pid) == Some(start_time) {
-        // SAFETY: a non-negative result is a new descriptor we own.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let millis = left.as_millis().min(i32::MAX as u128) as i32;
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-        }
-    }
-    while Instant::now() < deadline {
-        if !crate::process::is_alive(pid, start_time) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    !crate::process::is_alive(pid, start_time)
+    crate::process::wait_for_exit(pid, Instant::now() + timeout, || {
+        !crate::process::is_alive(pid, start_time)
+    })
 }

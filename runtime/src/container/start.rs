@@ -5,13 +5,13 @@
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::time::SystemTime;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::info_span;
 
 use super::rules::Op;
 use crate::hooks::{self, HookKind, HookState};
+use crate::process::now_ns;
 use crate::process::{PhaseTiming, StartMessage};
 use crate::state::{StateDir, Status};
 use crate::telemetry::step;
@@ -49,13 +49,6 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         log::warn!("{e}");
     }
     Ok(())
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
 }
 
 type Released = std::result::Result<Vec<PhaseTiming>, (Vec<PhaseTiming>, Error)>;

@@ -16,7 +16,6 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::time::SystemTime;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -29,6 +28,7 @@ use super::after_seccomp::{
 use super::channel::{
     ChildEnd, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
 };
+use super::now_ns;
 use super::setup::{self, CapabilitySets, ExecArgs};
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::{self, NamespacePlan, OpenedJoins};
@@ -96,13 +96,6 @@ fn fail<E: std::fmt::Display>(phase: &'static str) -> impl FnOnce(E) -> Failure 
         phase,
         message: e.to_string(),
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
 }
 
 fn thread_cpu_ns() -> u64 {

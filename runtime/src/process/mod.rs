@@ -74,6 +74,15 @@ pub enum ProcessError {
     Cgroup(#[from] crate::cgroups::CgroupError),
 }
 
+/// The wall-clock time in nanoseconds since the Unix epoch (0 before it):
+/// the unit of span and phase times.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
 /// The time on `clock` (a CPU-time clock) in nanoseconds, 0 if unreadable.
 pub fn cpu_time_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -117,6 +126,49 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     pid > 0 && !has_exited(pid) && start_time(pid) == Some(start)
 }
 
+/// Waits until process `pid` exits (without reaping it) or `deadline`
+/// passes; true if it exited. `exited` says whether the process meant is
+/// gone (e.g. [`has_exited`], or not [`is_alive`] with its start time).
+///
+/// With a pidfd (Linux 5.3+) the wait is one `poll`. The pidfd is opened
+/// first and `exited` asked after: if the process meant still runs then, the
+/// pidfd is its own, not a later process's that reused the pid. Without
+/// one (or if `poll` fails), `exited` is asked every 5 ms.
+pub fn wait_for_exit(pid: i32, deadline: std::time::Instant, exited: impl Fn() -> bool) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open has no memory effects; a negative result is an error.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if exited() {
+        return true;
+    }
+    if raw >= 0 {
+        // SAFETY: a non-negative result is a new descriptor we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let millis = left.as_millis().min(i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    while std::time::Instant::now() < deadline {
+        if exited() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    exited()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +179,24 @@ mod tests {
         let start = start_time(pid).unwrap();
         assert!(is_alive(pid, start));
         assert!(!is_alive(pid, start + 1));
+    }
+
+    #[test]
+    fn waiting_ends_at_exit_or_at_the_deadline() {
+        use std::time::{Duration, Instant};
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_millis(50);
+        assert!(!wait_for_exit(pid, deadline, || has_exited(pid)));
+        child.kill().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(wait_for_exit(pid, deadline, || has_exited(pid)));
+        child.wait().unwrap();
+        // Gone and reaped: no pidfd, and the answer is at once.
+        assert!(wait_for_exit(pid, deadline, || has_exited(pid)));
     }
 
     #[test]
