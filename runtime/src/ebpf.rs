@@ -245,8 +245,8 @@ fn unwatched(
 }
 
 /// The `ebpf.detach` step: removes the container's links, pins and map
-/// entries. Failures are logged: delete goes on, and the next load sweeps
-/// what is left.
+/// entries. Failures are logged: delete goes on, and the next registration
+/// or unregistration (or load) sweeps what is left.
 pub fn detach(registration: &Registration) {
     let mut programs = match Programs::open(&registration.pin_root) {
         Ok(programs) => programs,
@@ -270,9 +270,9 @@ pub fn detach(registration: &Registration) {
 }
 
 /// The registration of the v2 cgroup `cgroup_dir` under the pin root, if it
-/// is registered without the state saying so (a `create` killed between
-/// `Programs::register` and the state write). The cgroup's id is its
-/// directory's inode number.
+/// is registered, or has pins, without the state saying so (a `create`
+/// killed in `Programs::register`, which pins before it records, or between
+/// it and the state write). The cgroup's id is its directory's inode number.
 pub fn unrecorded_registration(cgroup_dir: Option<&Path>) -> Option<Registration> {
     use std::os::unix::fs::MetadataExt;
     let cgroup_id = std::fs::metadata(cgroup_dir?).ok()?.ino();
@@ -282,13 +282,18 @@ pub fn unrecorded_registration(cgroup_dir: Option<&Path>) -> Option<Registration
         .registered()
         .ok()?
         .into_iter()
-        .find(|r| r.cgroup_id == cgroup_id)?;
-    log::debug!("cgroup {cgroup_id} is registered with the eBPF programs but not in the state: detaching it");
+        .find(|r| r.cgroup_id == cgroup_id);
+    if registered.is_none() && !programs.has_pins(cgroup_id) {
+        return None;
+    }
+    log::debug!(
+        "cgroup {cgroup_id} has eBPF pins or entries but is not in the state: detaching it"
+    );
     Some(Registration {
         pin_root,
         cgroup_id,
-        syscall_latency: registered.syscall_latency,
-        devices: registered.devices,
+        syscall_latency: registered.as_ref().is_some_and(|r| r.syscall_latency),
+        devices: registered.is_some_and(|r| r.devices),
     })
 }
 

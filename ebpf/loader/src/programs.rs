@@ -85,7 +85,7 @@ pub enum SyscallHook {
 /// What [`Programs::sweep`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Containers whose cgroup was gone, unregistered.
+    /// Containers unregistered: their registration was cut short, or their cgroup was gone.
     pub containers: Vec<u64>,
     /// Directories of other layout versions removed or emptied.
     pub old_versions: Vec<PathBuf>,
@@ -237,7 +237,14 @@ impl Programs {
             if layout.required_pins().iter().any(|p| !p.exists()) {
                 return Err(Error::IncompletePins(layout.dir.clone()));
             }
-            return Self::open(pin_root);
+            let mut programs = Self::open(pin_root)?;
+            if let Err(e) = programs.sweep_cut_short() {
+                log::warn!(
+                    "sweeping registrations cut short under {}: {e}",
+                    layout.dir.display()
+                );
+            }
+            return Ok(programs);
         }
         layout::ensure_bpffs(pin_root)?;
         let staging =
@@ -379,6 +386,8 @@ impl Programs {
     /// attached if `options.devices` is set. The links are pinned, so they outlive this process.
     ///
     /// Registering an already registered cgroup updates its options and re-attaches missing links.
+    /// A new registration that fails leaves nothing; one cut short by a kill is removed by the
+    /// next [`Programs::register`], [`Programs::unregister`] or [`Programs::open_or_load`].
     pub fn register(
         &mut self,
         cgroup_dir: &Path,
@@ -399,11 +408,39 @@ impl Programs {
             .transpose()?;
         let _lock = sys::DirLock::exclusive(&self.layout.dir)
             .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
+        let mut table = self.watched_table()?;
+        if !self.sweep_cut_short_locked(&table).is_empty() {
+            table = self.watched_table()?;
+        }
+        let new = watched::find(&table, cgroup.id).is_none();
+        let registered = self.register_locked(&cgroup, options, device_table.as_ref(), &table);
+        if registered.is_err() && new {
+            // A new container is registered completely or not at all.
+            match self.unregister_locked(cgroup.id) {
+                Ok(()) | Err(Error::NotRegistered(_)) => {}
+                Err(cleanup) => log::warn!(
+                    "undoing the registration of cgroup {}: {cleanup}",
+                    cgroup.id
+                ),
+            }
+        }
+        registered
+    }
 
-        let table = self.watched_table()?;
-        let existing = entries(&table);
+    /// [`Programs::register`] under the version directory's lock, with the `WATCHED` table
+    /// as read under it. Pins the links first and records the entry last, so a registration
+    /// cut short (an error, undone by the caller; a kill, swept by the next holder of the
+    /// lock) has a pin directory and no entry.
+    fn register_locked(
+        &mut self,
+        cgroup: &Cgroup,
+        options: &RegisterOptions,
+        device_table: Option<&DeviceRules>,
+        table: &[WatchedCgroup],
+    ) -> Result<Registered, Error> {
+        let existing = entries(table);
         let index =
-            watched::insert_index(&table, cgroup.id).ok_or(Error::WatchedTableFull(cgroup.id))?;
+            watched::insert_index(table, cgroup.id).ok_or(Error::WatchedTableFull(cgroup.id))?;
         let previous = existing
             .iter()
             .find(|(id, _)| *id == cgroup.id)
@@ -467,7 +504,7 @@ impl Programs {
                 .map_err(|e| Error::pin("pinning", &pin, std::io::Error::other(e.to_string())))?;
         }
         let device_pin = dir.join(layout::PROG_DEVICE);
-        if let Some(table) = &device_table {
+        if let Some(rules) = device_table {
             if !self.layout.prog(layout::PROG_DEVICE).exists() {
                 let reason = self
                     .feature(feature::DEVICES)?
@@ -496,7 +533,7 @@ impl Programs {
             // Until this write the storage is zero: no rule, default deny.
             let key = aya::maps::CgroupStorageKey::new(cgroup.id, BPF_CGROUP_DEVICE);
             self.device_rules
-                .insert(key, table, 0)
+                .insert(key, rules, 0)
                 .map_err(Error::map("DEVICE_RULES"))?;
         } else if remove_pin(&device_pin)? {
             log::debug!("device filter of cgroup {} removed", cgroup.id);
@@ -504,7 +541,7 @@ impl Programs {
 
         // Counting starts only once the entry is in; the level list goes after it so the
         // programs never look at a level with no entry to find.
-        self.write_watched(&table, index, cgroup.id, watch)?;
+        self.write_watched(table, index, cgroup.id, watch)?;
         self.levels
             .set(0, levels, 0)
             .map_err(Error::map("LEVELS"))?;
@@ -515,18 +552,8 @@ impl Programs {
         if descendants > 0 {
             self.note_nested(slot, descendants)?;
         }
-        if let Err(e) = self.sync_syscall_links(&all) {
-            // A new container the kernel will not count is not left registered.
-            if previous.is_none() {
-                if let Err(cleanup) = self.unregister_locked(cgroup.id) {
-                    log::warn!(
-                        "undoing the registration of cgroup {}: {cleanup}",
-                        cgroup.id
-                    );
-                }
-            }
-            return Err(e);
-        }
+        // A new container the kernel will not count is not left registered (the caller undoes it).
+        self.sync_syscall_links(&all)?;
         Ok(Registered {
             cgroup_id: cgroup.id,
             slot,
@@ -542,7 +569,63 @@ impl Programs {
     pub fn unregister(&mut self, cgroup_id: u64) -> Result<(), Error> {
         let _lock = sys::DirLock::exclusive(&self.layout.dir)
             .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
+        let table = self.watched_table()?;
+        self.sweep_cut_short_locked(&table);
         self.unregister_locked(cgroup_id)
+    }
+
+    /// Whether `cgroup_id` has a pin directory: it is registered, or a registration of it was
+    /// cut short (its process killed between pinning and recording; see
+    /// [`Programs::sweep_cut_short`]).
+    pub fn has_pins(&self, cgroup_id: u64) -> bool {
+        self.layout.container(cgroup_id).exists()
+    }
+
+    /// Removes what registrations and unregistrations cut short by a dead process left: a pin
+    /// directory with no `WATCHED` entry (its links detached, its storage zeroed) and an entry
+    /// with no pin directory. Returns their cgroup ids.
+    ///
+    /// Both are only seen outside the version directory's lock when the process that held it
+    /// died, so this runs under that lock; [`Programs::register`] and
+    /// [`Programs::unregister`] do it first, and [`Programs::open_or_load`] on opening.
+    pub fn sweep_cut_short(&mut self) -> Result<Vec<u64>, Error> {
+        let _lock = sys::DirLock::exclusive(&self.layout.dir)
+            .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
+        let table = self.watched_table()?;
+        Ok(self.sweep_cut_short_locked(&table))
+    }
+
+    /// [`Programs::sweep_cut_short`] under the lock, with the `WATCHED` table as read under
+    /// it. What cannot be removed is logged and left for a later sweep: it never fails the
+    /// registration or unregistration of another container.
+    fn sweep_cut_short_locked(&mut self, table: &[WatchedCgroup]) -> Vec<u64> {
+        let dir = self.layout.containers();
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                log::warn!("listing {}: {e}", dir.display());
+                return Vec::new();
+            }
+        };
+        let pinned: BTreeSet<u64> = listing
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect();
+        let recorded: BTreeSet<u64> = entries(table).into_iter().map(|(id, _)| id).collect();
+        let mut swept = Vec::new();
+        for &id in pinned.symmetric_difference(&recorded) {
+            match self.unregister_locked(id) {
+                Ok(()) | Err(Error::NotRegistered(_)) => swept.push(id),
+                Err(e) => log::warn!("removing the registration of cgroup {id} cut short: {e}"),
+            }
+        }
+        if !swept.is_empty() {
+            log::info!(
+                "removed the eBPF pins and entries of registrations cut short: cgroups {swept:?}"
+            );
+        }
+        swept
     }
 
     fn unregister_locked(&mut self, cgroup_id: u64) -> Result<(), Error> {
@@ -860,9 +943,10 @@ impl Programs {
         Err(Error::NotRegistered(cgroup_id))
     }
 
-    /// Removes what deleted containers and other versions left: containers whose cgroup is
-    /// gone (found through their links) are unregistered, directories of other layout versions
-    /// lose their global pins and stale containers, abandoned loads are removed.
+    /// Removes what deleted containers and other versions left: registrations cut short (see
+    /// [`Programs::sweep_cut_short`]) and containers whose cgroup is gone (found through their
+    /// links) are unregistered, directories of other layout versions lose their global pins
+    /// and stale containers, abandoned loads are removed.
     ///
     /// A container of another version whose cgroup still exists keeps its links (its device
     /// filter keeps working) until its cgroup goes and a later sweep removes them.
@@ -871,14 +955,9 @@ impl Programs {
         {
             let _lock = sys::DirLock::exclusive(&self.layout.dir)
                 .map_err(|e| Error::pin("locking", &self.layout.dir, e))?;
-            let mut gone = stale_containers(&self.layout)?;
-            // Registered ids with no pins at all: a registration cut short.
-            for (id, _) in self.watched_entries()? {
-                if !self.layout.container(id).exists() && !gone.contains(&id) {
-                    gone.push(id);
-                }
-            }
-            for id in gone {
+            let table = self.watched_table()?;
+            report.containers = self.sweep_cut_short_locked(&table);
+            for id in stale_containers(&self.layout)? {
                 match self.unregister_locked(id) {
                     Ok(()) | Err(Error::NotRegistered(_)) => report.containers.push(id),
                     Err(e) => return Err(e),

@@ -133,3 +133,88 @@ fn incomplete_pins_are_reported_not_used() {
     assert!(matches!(err, Error::IncompletePins(_)), "{err}");
     assert!(!err.is_unavailable());
 }
+
+/// Leaves `cgroup` as a registration killed after pinning its links and before recording it:
+/// a pin directory with live links and no `WATCHED` entry. Returns its cgroup id.
+fn cut_short_before_the_entry(bpf: &mut Programs, cgroup: &std::path::Path) -> u64 {
+    use aya::maps::{Array, Map, MapData};
+    use lucid_ebpf_common::{WatchedCgroup, WATCHED_TABLE_SIZE};
+    let id = bpf
+        .register(cgroup, &RegisterOptions::default())
+        .unwrap()
+        .cgroup_id;
+    let pin = bpf.pin_dir().join("maps/WATCHED");
+    let map = Map::from_map_data(MapData::from_pin(&pin).unwrap()).unwrap();
+    let mut watched: Array<_, WatchedCgroup> = map.try_into().unwrap();
+    let index = (0..WATCHED_TABLE_SIZE)
+        .find(|&i| watched.get(&i, 0).unwrap().cgroup_id == id)
+        .expect("the entry register wrote");
+    watched.set(index, WatchedCgroup::default(), 0).unwrap();
+    assert!(bpf.registered().unwrap().iter().all(|r| r.cgroup_id != id));
+    let links = std::fs::read_dir(container_pins(bpf, id)).unwrap().count();
+    assert!(links >= 2, "the network links are pinned ({links})");
+    id
+}
+
+/// Leaves `cgroup` as an unregistration killed after removing its pins and before its entry.
+fn cut_short_after_the_pins(bpf: &mut Programs, cgroup: &std::path::Path) -> u64 {
+    let id = bpf
+        .register(cgroup, &RegisterOptions::default())
+        .unwrap()
+        .cgroup_id;
+    // Unpinning the only reference of a link detaches it.
+    std::fs::remove_dir_all(container_pins(bpf, id)).unwrap();
+    assert!(bpf.registered().unwrap().iter().any(|r| r.cgroup_id == id));
+    id
+}
+
+fn container_pins(bpf: &Programs, cgroup_id: u64) -> std::path::PathBuf {
+    bpf.pin_dir().join("containers").join(cgroup_id.to_string())
+}
+
+#[test]
+fn registrations_cut_short_are_swept_by_the_next_register_unregister_or_open() {
+    let pins = TestPins::new("cut-short");
+    let victim = TestCgroup::new("cut-short-victim");
+    let other = TestCgroup::new("cut-short-other");
+    let mut bpf = pins.load();
+    let nothing_of = |bpf: &Programs, id: u64| {
+        assert!(!bpf.has_pins(id), "pins of cgroup {id} left");
+        assert!(!container_pins(bpf, id).exists());
+        assert!(
+            bpf.registered().unwrap().iter().all(|r| r.cgroup_id != id),
+            "entry of cgroup {id} left"
+        );
+    };
+
+    // The next registration of another container.
+    let id = cut_short_before_the_entry(&mut bpf, &victim.path);
+    assert!(bpf.has_pins(id));
+    let other_id = bpf
+        .register(&other.path, &RegisterOptions::default())
+        .unwrap()
+        .cgroup_id;
+    nothing_of(&bpf, id);
+
+    // The next unregistration of another container.
+    let id = cut_short_before_the_entry(&mut bpf, &victim.path);
+    bpf.unregister(other_id).unwrap();
+    nothing_of(&bpf, id);
+    nothing_of(&bpf, other_id);
+
+    // The next opening by the exporter (which opens with open_or_load).
+    let id = cut_short_before_the_entry(&mut bpf, &victim.path);
+    drop(bpf);
+    let bpf = Programs::open_or_load(&pins.root).unwrap();
+    assert_eq!(bpf.opened(), lucid_ebpf::Opened::Existing);
+    nothing_of(&bpf, id);
+
+    // An entry whose pins are gone, both ways asked for.
+    let mut bpf = bpf;
+    let id = cut_short_after_the_pins(&mut bpf, &victim.path);
+    assert_eq!(bpf.sweep_cut_short().unwrap(), vec![id]);
+    nothing_of(&bpf, id);
+    assert_eq!(bpf.sweep_cut_short().unwrap(), Vec::<u64>::new());
+    let entries = bpf.map_entries().unwrap();
+    assert_eq!(entries.watched, 0, "{entries:?}");
+}
