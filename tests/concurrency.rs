@@ -56,23 +56,36 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// The BPF pins of containers still registered under the runtime's pin root
-/// (`<pin root>/v<N>/containers/<cgroup id>`).
+/// (`<pin root>/v<N>/containers/<cgroup id>`). Fails the test when there is
+/// no such directory to look in, or it cannot be read: the containers ran
+/// with eBPF, so the current version's pins must be there.
 fn registered_pins(rt: &Runtime) -> Vec<PathBuf> {
+    let listing = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("listing {} (eBPF pins expected): {e}", dir.display()))
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+                    .path()
+            })
+            .collect()
+    };
+    let current = rt
+        .pin_root()
+        .join(format!("v{}", lucid_ebpf::LAYOUT_VERSION));
     let mut found = Vec::new();
-    for version in std::fs::read_dir(rt.pin_root())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let containers = version.path().join("containers");
-        for entry in std::fs::read_dir(containers)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            found.push(entry.path());
+    let mut looked_in_current = false;
+    for version in listing(rt.pin_root()) {
+        let containers = version.join("containers");
+        if version == current || containers.exists() {
+            looked_in_current |= version == current;
+            found.extend(listing(&containers));
         }
     }
+    assert!(
+        looked_in_current,
+        "no eBPF pins of this version under {}: the containers ran without eBPF",
+        rt.pin_root().display()
+    );
     found
 }
 
