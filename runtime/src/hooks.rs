@@ -276,7 +276,7 @@ pub fn run(kind: HookKind, hook: &Hook, stdin: &[u8]) -> Result<(), HookError> {
 
 /// Waits for the hook (a child not yet reaped) to exit until `deadline`.
 fn wait_for_exit(pid: i32, deadline: Instant) -> bool {
-    crate::process::wait_for_exit(pid, deadline, || crate::process::has_exited(pid))
+    crate::procfs::wait_for_exit(pid, deadline, || crate::procfs::has_exited(pid))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod lsm;
 pub mod namespaces;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod signals;

@@ -413,7 +413,7 @@ pub(crate) fn create_attached(
         spawned_pid = Some(pid);
         telemetry::annotate("process.pid", i64::from(pid));
         state.pid = pid;
-        state.init_start_time = crate::process::start_time(pid).unwrap_or_default();
+        state.init_start_time = crate::procfs::start_time(pid).unwrap_or_default();
         if let Err(e) = dir.write(&state) {
             log::warn!("recording the init pid of {}: {e}", options.id);
         }
@@ -443,7 +443,7 @@ pub(crate) fn create_attached(
     }
     step(info_span!("state.write"), || -> Result<()> {
         state.pid = spawned.pid.as_raw();
-        state.init_start_time = crate::process::start_time(state.pid).unwrap_or_default();
+        state.init_start_time = crate::procfs::start_time(state.pid).unwrap_or_default();
         state.status = Status::Created;
         state.phases = spawned.phases.clone();
         dir.write(&state)?;

@@ -65,7 +65,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<()> {
     let cgroup = Cgroup::from_paths(&state.cgroup);
     step(info_span!("process.kill"), || -> Result<()> {
-        if state.pid > 0 && crate::process::is_alive(state.pid, state.init_start_time) {
+        if state.pid > 0 && crate::procfs::is_alive(state.pid, state.init_start_time) {
             // SAFETY: kill(2) has no memory effects; the pid is the container's
             // init process (same start time).
             unsafe { libc::kill(state.pid, libc::SIGKILL) };

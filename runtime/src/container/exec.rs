@@ -362,7 +362,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32> {
         .map_err(|e| Error::os("opening the container's namespaces", e))?;
     // The namespaces opened are the container's only if its init process is
     // still the one the state names.
-    if !crate::process::is_alive(state.pid, state.init_start_time) {
+    if !crate::procfs::is_alive(state.pid, state.init_start_time) {
         Op::Exec.check(&options.id, Status::Stopped)?;
     }
     let cgroup = Cgroup::from_paths(&state.cgroup);

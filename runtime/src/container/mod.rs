@@ -36,7 +36,7 @@ pub fn current_status(root: &Path, state: &ContainerState) -> Status {
             }
         }
         Status::Created | Status::Running | Status::Paused => {
-            if !crate::process::is_alive(state.pid, state.init_start_time) {
+            if !crate::procfs::is_alive(state.pid, state.init_start_time) {
                 Status::Stopped
             } else if crate::cgroups::Cgroup::from_paths(&state.cgroup).is_frozen() {
                 Status::Paused
@@ -52,7 +52,7 @@ pub fn current_status(root: &Path, state: &ContainerState) -> Status {
 /// Waits up to `timeout` for the process to exit (or become a zombie).
 /// Returns whether it did.
 pub fn wait_for_exit(pid: i32, start_time: u64, timeout: Duration) -> bool {
-    crate::process::wait_for_exit(pid, Instant::now() + timeout, || {
-        !crate::process::is_alive(pid, start_time)
+    crate::procfs::wait_for_exit(pid, Instant::now() + timeout, || {
+        !crate::procfs::is_alive(pid, start_time)
     })
 }

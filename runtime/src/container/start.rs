@@ -11,8 +11,8 @@ use tracing::info_span;
 
 use super::rules::Op;
 use crate::hooks::{self, HookKind, HookState};
-use crate::process::now_ns;
 use crate::process::{PhaseTiming, StartMessage};
+use crate::procfs::now_ns;
 use crate::state::{StateDir, Status};
 use crate::telemetry::step;
 use crate::{Error, Result};

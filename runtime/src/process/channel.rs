@@ -16,29 +16,11 @@ use nix::sys::socket::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Part of the state's schema (`state.json` keeps the phases), defined there.
+pub use crate::state::PhaseTiming;
+
 /// The largest message either side sends (phase timings included).
 pub const MAX_MESSAGE: usize = 64 * 1024;
-
-/// A phase of set-up measured inside the init process (CLOCK_REALTIME), sent
-/// to the runtime, which turns it into a span.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PhaseTiming {
-    /// The phase's span name (`rootfs.mount`, `process.setup`, …).
-    pub name: String,
-    /// Start, nanoseconds since the Unix epoch.
-    pub start_ns: u64,
-    /// End, nanoseconds since the Unix epoch.
-    pub end_ns: u64,
-    /// On-CPU time of the process during the phase, in nanoseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_ns: Option<u64>,
-    /// What the phase worked on, as span attributes (`hook.path` for a hook).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attributes: Vec<(String, String)>,
-    /// Why the phase failed, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// Messages from the init (or intermediate) process to the runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,10 +28,10 @@ use super::after_seccomp::{
 use super::channel::{
     ChildEnd, InitMessage, PhaseTiming, RuntimeMessage, StartMessage, MAX_MESSAGE,
 };
-use super::now_ns;
 use super::setup::{self, CapabilitySets, ExecArgs};
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::{self, NamespacePlan, OpenedJoins};
+use crate::procfs::now_ns;
 use crate::rootfs::{self, CgroupMountSource, Root, RootfsConfig};
 use crate::seccomp::Program;
 use crate::state::Status;
@@ -99,7 +99,7 @@ fn fail<E: std::fmt::Display>(phase: &'static str) -> impl FnOnce(E) -> Failure 
 }
 
 fn thread_cpu_ns() -> u64 {
-    super::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+    crate::procfs::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// Phase timings recorded so far.

@@ -186,12 +186,59 @@ pub struct ContainerState {
     /// The set-up phases the init process measured (`namespaces.join`,
     /// `rootfs.mount`, …), in order.
     #[serde(default)]
-    pub phases: Vec<crate::process::PhaseTiming>,
+    pub phases: Vec<PhaseTiming>,
     /// The container's trace, which every command on it joins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<crate::telemetry::ContainerTrace>,
+    pub trace: Option<ContainerTrace>,
     /// The configuration the container was created from.
     pub config: oci_spec::runtime::Spec,
+}
+
+/// A phase of set-up measured inside the init process (CLOCK_REALTIME), sent
+/// to the runtime, which turns it into a span.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    /// The phase's span name (`rootfs.mount`, `process.setup`, …).
+    pub name: String,
+    /// Start, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// End, nanoseconds since the Unix epoch.
+    pub end_ns: u64,
+    /// On-CPU time of the process during the phase, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
+    /// What the phase worked on, as span attributes (`hook.path` for a hook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<(String, String)>,
+    /// Why the phase failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A container's trace, saved in its state by `create` so that every later
+/// command on the container joins it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerTrace {
+    /// The trace id, 32 lowercase hex digits.
+    #[serde(default)]
+    pub trace_id: String,
+    /// The id of the container's root span (`container`), 16 hex digits,
+    /// which every command's span has as its parent.
+    #[serde(default)]
+    pub span_id: String,
+    /// The root span's parent: the caller's span from `TRACEPARENT`, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent_span_id: String,
+    /// Whether the trace is sampled (W3C flag 01).
+    #[serde(default)]
+    pub sampled: bool,
+    /// The caller's `TRACESTATE`, passed on unchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tracestate: String,
+    /// When the container's life began (the start of `create`), nanoseconds
+    /// since the Unix epoch: the root span's start.
+    #[serde(default)]
+    pub start_ns: u64,
 }
 
 /// The state as `lucid state` and `lucid list --format json` print it: the

@@ -1,34 +1,9 @@
 //! W3C trace context: the `TRACEPARENT`/`TRACESTATE` environment carrier, and
 //! the container's trace as the state file keeps it.
 
+/// Part of the state's schema (`state.json` keeps the trace), defined there.
+pub use crate::state::ContainerTrace;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-use serde::{Deserialize, Serialize};
-
-/// A container's trace, saved in its state by `create` so that every later
-/// command on the container joins it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerTrace {
-    /// The trace id, 32 lowercase hex digits.
-    #[serde(default)]
-    pub trace_id: String,
-    /// The id of the container's root span (`container`), 16 hex digits,
-    /// which every command's span has as its parent.
-    #[serde(default)]
-    pub span_id: String,
-    /// The root span's parent: the caller's span from `TRACEPARENT`, if any.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub parent_span_id: String,
-    /// Whether the trace is sampled (W3C flag 01).
-    #[serde(default)]
-    pub sampled: bool,
-    /// The caller's `TRACESTATE`, passed on unchanged.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tracestate: String,
-    /// When the container's life began (the start of `create`), nanoseconds
-    /// since the Unix epoch: the root span's start.
-    #[serde(default)]
-    pub start_ns: u64,
-}
 
 /// A `TRACEPARENT` value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

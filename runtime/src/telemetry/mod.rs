@@ -45,7 +45,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub use context::{parse_traceparent, ContainerTrace, TraceparentError};
 pub use export::Protocol;
 
-use crate::process::PhaseTiming;
+use crate::state::PhaseTiming;
 
 /// The annotation that hands `TRACEPARENT` to the container's process when
 /// set to `"true"`.
@@ -685,7 +685,7 @@ fn process_start_time() -> SystemTime {
         .ok()
         .and_then(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
-    let on_cpu = crate::process::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+    let on_cpu = crate::procfs::cpu_time_ns(libc::CLOCK_THREAD_CPUTIME_ID);
     let now = SystemTime::now();
     now.checked_sub(Duration::from_nanos(on_cpu + waiting))
         .unwrap_or(now)
@@ -693,7 +693,7 @@ fn process_start_time() -> SystemTime {
 
 /// This process's on-CPU time (all threads; it has one).
 fn cpu_time_ns() -> u64 {
-    crate::process::cpu_time_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+    crate::procfs::cpu_time_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 fn ns_time(ns: u64) -> SystemTime {
