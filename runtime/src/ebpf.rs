@@ -78,18 +78,8 @@ pub enum EbpfError {
     },
 }
 
-/// A container's registration with the eBPF programs, kept in its state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Registration {
-    /// The pin root the programs are pinned under.
-    pub pin_root: PathBuf,
-    /// The container's v2 cgroup id.
-    pub cgroup_id: u64,
-    /// Whether syscall latency is recorded.
-    pub syscall_latency: bool,
-    /// Whether the device filter is attached.
-    pub devices: bool,
-}
+/// Part of the state's schema (`state.json` keeps it), defined there.
+pub use crate::state::Registration;
 
 /// The pin root: `$LUCID_EBPF_PIN_ROOT`, or [`lucid_ebpf::DEFAULT_PIN_ROOT`].
 pub fn pin_root() -> PathBuf {

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{setup, shell};
 
-/// Set-up, then formatting, lints, build, every test, a short fuzzing run,
+/// Set-up, then formatting, import cycles, lints, build, every test, a short fuzzing run,
 /// and the VM lane: the ci suite on every kernel of the matrix, in an
 /// initramfs guest and a systemd guest each.
 pub fn run() -> Result<()> {
@@ -12,6 +12,15 @@ pub fn run() -> Result<()> {
     setup::run()?;
     setup::vm()?;
     shell::run("cargo", &["fmt", "--all", "--check"])?;
+    // Each crate's modules in layers: a cycle fails here.
+    for src in [
+        "runtime/src",
+        "exporter/src",
+        "ebpf/loader/src",
+        "xtask/src",
+    ] {
+        crate::imports::run(&[src.to_owned()])?;
+    }
     shell::run(
         "cargo",
         &[

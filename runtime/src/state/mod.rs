@@ -174,7 +174,7 @@ pub struct ContainerState {
     /// The container's registration with the eBPF programs (absent when it
     /// runs unwatched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ebpf: Option<crate::ebpf::Registration>,
+    pub ebpf: Option<Registration>,
     /// Whether the container has a pid namespace of its own (killing init then
     /// kills every process in it).
     #[serde(default)]
@@ -239,6 +239,19 @@ pub struct ContainerTrace {
     /// since the Unix epoch: the root span's start.
     #[serde(default)]
     pub start_ns: u64,
+}
+
+/// A container's registration with the eBPF programs, kept in its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Registration {
+    /// The pin root the programs are pinned under.
+    pub pin_root: PathBuf,
+    /// The container's v2 cgroup id.
+    pub cgroup_id: u64,
+    /// Whether syscall latency is recorded.
+    pub syscall_latency: bool,
+    /// Whether the device filter is attached.
+    pub devices: bool,
 }
 
 /// The state as `lucid state` and `lucid list --format json` print it: the
