@@ -17,10 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lucid_ebpf::{DeviceType, Programs, RegisterOptions, SyscallHook};
+use lucid_ebpf::{Programs, RegisterOptions, SyscallHook};
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::devices::DeviceRule;
+use lucid_ebpf::DeviceRule;
 
 /// The environment variable naming the pin root.
 pub const PIN_ROOT_ENV: &str = "LUCID_EBPF_PIN_ROOT";
@@ -49,9 +49,6 @@ pub enum EbpfError {
         /// The failure.
         cause: Box<lucid_ebpf::Error>,
     },
-    /// A device rule the filter cannot hold.
-    #[error("linux.resources.devices: {0}")]
-    BadRule(String),
     /// The latency annotation has a value other than true or false.
     #[error("annotation {LATENCY_ANNOTATION}: {0:?} is neither \"true\" nor \"false\"")]
     BadAnnotation(String),
@@ -100,33 +97,6 @@ pub fn wants_latency(
     }
 }
 
-/// The device rules in the loader's terms.
-pub fn filter_rules(rules: &[DeviceRule]) -> Result<Vec<lucid_ebpf::DeviceRule>, EbpfError> {
-    let number = |n: Option<i64>| {
-        n.map(|n| {
-            u32::try_from(n)
-                .map_err(|_| EbpfError::BadRule(format!("device number {n} is out of range")))
-        })
-        .transpose()
-    };
-    rules
-        .iter()
-        .map(|r| {
-            Ok(lucid_ebpf::DeviceRule {
-                allow: r.allow,
-                kind: match r.kind {
-                    'a' => DeviceType::All,
-                    'b' => DeviceType::Block,
-                    _ => DeviceType::Char,
-                },
-                major: number(r.major)?,
-                minor: number(r.minor)?,
-                access: r.access.clone(),
-            })
-        })
-        .collect()
-}
-
 /// Opens the pinned programs, loading and pinning them first if this boot
 /// has none yet.
 fn open(pin_root: &Path) -> Result<Programs, lucid_ebpf::Error> {
@@ -166,7 +136,7 @@ pub fn attach(request: &AttachRequest) -> Result<Option<Registration>, EbpfError
         );
         return Ok(None);
     };
-    let devices = request.devices.as_deref().map(filter_rules).transpose()?;
+    let devices = &request.devices;
     let mut programs = match open(&pin_root) {
         Ok(programs) => programs,
         Err(e) if e.is_unavailable() => {
@@ -453,31 +423,6 @@ mod tests {
             wants_latency(&a),
             Err(EbpfError::BadAnnotation(_))
         ));
-    }
-
-    #[test]
-    fn device_rules_keep_wildcards_and_order() {
-        let rules = vec![
-            DeviceRule {
-                allow: false,
-                kind: 'a',
-                major: None,
-                minor: None,
-                access: "rwm".into(),
-            },
-            DeviceRule {
-                allow: true,
-                kind: 'c',
-                major: Some(136),
-                minor: None,
-                access: "rwm".into(),
-            },
-        ];
-        let out = filter_rules(&rules).unwrap();
-        assert_eq!(out[0].kind, DeviceType::All);
-        assert!(!out[0].allow);
-        assert_eq!(out[1].major, Some(136));
-        assert_eq!(out[1].minor, None);
     }
 
     #[test]

@@ -5,56 +5,57 @@
 //! device the spec lists itself (same path) leaves the allow-list, so the
 //! spec's rules decide for it.
 
+use lucid_ebpf::{DeviceRule, DeviceType};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, Spec};
 
-/// One device rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRule {
-    /// Allow (true) or deny.
-    pub allow: bool,
-    /// `a` (all), `c` or `b`.
-    pub kind: char,
-    /// The major number, `None` for any.
-    pub major: Option<i64>,
-    /// The minor number, `None` for any.
-    pub minor: Option<i64>,
-    /// Some of `r`, `w`, `m`.
-    pub access: String,
-}
+use super::CgroupError;
 
-impl DeviceRule {
-    /// The rule in the v1 `devices.allow`/`devices.deny` syntax (`c 1:3 rwm`).
-    pub fn v1_line(&self) -> String {
-        if self.kind == 'a' {
-            return "a".to_owned();
-        }
-        let num = |n: Option<i64>| n.map_or("*".to_owned(), |n| n.to_string());
-        format!(
-            "{} {}:{} {}",
-            self.kind,
-            num(self.major),
-            num(self.minor),
-            self.access
-        )
-    }
-}
-
-fn from_cgroup_rule(rule: &LinuxDeviceCgroup) -> DeviceRule {
-    let kind = match rule.typ() {
-        None | Some(LinuxDeviceType::A) => 'a',
-        Some(LinuxDeviceType::B) => 'b',
-        Some(_) => 'c',
+/// The rule in the v1 `devices.allow`/`devices.deny` syntax (`c 1:3 rwm`).
+/// One rule type serves both enforcers: this file's v1 lines and the eBPF
+/// filter (`lucid_ebpf::DeviceRule`), which a v2 cgroup needs.
+pub fn v1_line(rule: &DeviceRule) -> String {
+    let kind = match rule.kind {
+        DeviceType::All => return "a".to_owned(),
+        DeviceType::Char => 'c',
+        DeviceType::Block => 'b',
     };
-    DeviceRule {
+    let num = |n: Option<u32>| n.map_or("*".to_owned(), |n| n.to_string());
+    let access = if rule.access.is_empty() {
+        "rwm"
+    } else {
+        &rule.access
+    };
+    format!("{kind} {}:{} {access}", num(rule.major), num(rule.minor))
+}
+
+fn from_cgroup_rule(rule: &LinuxDeviceCgroup) -> Result<DeviceRule, CgroupError> {
+    let kind = match rule.typ() {
+        None | Some(LinuxDeviceType::A) => DeviceType::All,
+        Some(LinuxDeviceType::B) => DeviceType::Block,
+        Some(_) => DeviceType::Char,
+    };
+    // OCI's -1 (any negative) is a wildcard; a number past 32 bits is no device.
+    let number = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map(|n| {
+                u32::try_from(n).map_err(|_| {
+                    CgroupError::Invalid(format!(
+                        "config.json: linux.resources.devices: device number {n} is out of range"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    Ok(DeviceRule {
         allow: rule.allow(),
         kind,
-        major: rule.major().filter(|m| *m >= 0),
-        minor: rule.minor().filter(|m| *m >= 0),
+        major: number(rule.major())?,
+        minor: number(rule.minor())?,
         access: rule.access().clone().unwrap_or_else(|| "rwm".to_owned()),
-    }
+    })
 }
 
-fn allow(kind: char, major: Option<i64>, minor: Option<i64>, access: &str) -> DeviceRule {
+fn allow(kind: DeviceType, major: Option<u32>, minor: Option<u32>, access: &str) -> DeviceRule {
     DeviceRule {
         allow: true,
         kind,
@@ -68,27 +69,46 @@ fn allow(kind: char, major: Option<i64>, minor: Option<i64>, access: &str) -> De
 /// path each one has in the container, if any.
 pub fn default_rules() -> Vec<(Option<&'static str>, DeviceRule)> {
     vec![
-        (None, allow('c', None, None, "m")),
-        (None, allow('b', None, None, "m")),
-        (Some("/dev/null"), allow('c', Some(1), Some(3), "rwm")),
-        (Some("/dev/random"), allow('c', Some(1), Some(8), "rwm")),
-        (Some("/dev/full"), allow('c', Some(1), Some(7), "rwm")),
-        (Some("/dev/tty"), allow('c', Some(5), Some(0), "rwm")),
-        (Some("/dev/zero"), allow('c', Some(1), Some(5), "rwm")),
-        (Some("/dev/urandom"), allow('c', Some(1), Some(9), "rwm")),
-        (None, allow('c', Some(136), None, "rwm")),
-        (None, allow('c', Some(5), Some(2), "rwm")),
-        (None, allow('c', Some(10), Some(200), "rwm")),
+        (None, allow(DeviceType::Char, None, None, "m")),
+        (None, allow(DeviceType::Block, None, None, "m")),
+        (
+            Some("/dev/null"),
+            allow(DeviceType::Char, Some(1), Some(3), "rwm"),
+        ),
+        (
+            Some("/dev/random"),
+            allow(DeviceType::Char, Some(1), Some(8), "rwm"),
+        ),
+        (
+            Some("/dev/full"),
+            allow(DeviceType::Char, Some(1), Some(7), "rwm"),
+        ),
+        (
+            Some("/dev/tty"),
+            allow(DeviceType::Char, Some(5), Some(0), "rwm"),
+        ),
+        (
+            Some("/dev/zero"),
+            allow(DeviceType::Char, Some(1), Some(5), "rwm"),
+        ),
+        (
+            Some("/dev/urandom"),
+            allow(DeviceType::Char, Some(1), Some(9), "rwm"),
+        ),
+        (None, allow(DeviceType::Char, Some(136), None, "rwm")),
+        (None, allow(DeviceType::Char, Some(5), Some(2), "rwm")),
+        (None, allow(DeviceType::Char, Some(10), Some(200), "rwm")),
     ]
 }
 
 /// Every rule for the container, in the order they apply.
-pub fn rules(spec: &Spec) -> Vec<DeviceRule> {
+pub fn rules(spec: &Spec) -> Result<Vec<DeviceRule>, CgroupError> {
     let linux = spec.linux().as_ref();
     let mut rules: Vec<DeviceRule> = linux
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().as_ref())
-        .map(|d| d.iter().map(from_cgroup_rule).collect())
+        .map(|d| d.iter().map(from_cgroup_rule).collect::<Result<_, _>>())
+        .transpose()?
         .unwrap_or_default();
     let spec_paths: Vec<&std::path::Path> = linux
         .iter()
@@ -103,7 +123,7 @@ pub fn rules(spec: &Spec) -> Vec<DeviceRule> {
             })
             .map(|(_, rule)| rule),
     );
-    rules
+    Ok(rules)
 }
 
 #[cfg(test)]
@@ -120,14 +140,34 @@ mod tests {
             }
         }))
         .unwrap();
-        let rules = rules(&spec);
-        assert_eq!(rules[0].v1_line(), "a");
+        let rules = rules(&spec).unwrap();
+        assert_eq!(v1_line(&rules[0]), "a");
         assert!(!rules[0].allow);
         // As runc: listing a device creates it but does not allow it.
-        assert!(!rules.iter().any(|r| r.v1_line() == "c 10:229 rwm"));
-        assert_eq!(rules[1].v1_line(), "c *:* m");
-        assert_eq!(rules.last().unwrap().v1_line(), "c 10:200 rwm");
-        assert!(rules.iter().any(|r| r.v1_line() == "c 136:* rwm"));
+        assert!(!rules.iter().any(|r| v1_line(r) == "c 10:229 rwm"));
+        assert_eq!(v1_line(&rules[1]), "c *:* m");
+        assert_eq!(v1_line(rules.last().unwrap()), "c 10:200 rwm");
+        assert!(rules.iter().any(|r| v1_line(r) == "c 136:* rwm"));
+    }
+
+    #[test]
+    fn wildcards_and_numbers_out_of_range() {
+        let spec = |major: i64| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "linux": { "resources": { "devices": [
+                    { "allow": true, "type": "c", "major": major, "minor": -1, "access": "rw" }
+                ] } }
+            }))
+            .unwrap()
+        };
+        let rules = rules(&spec(-1)).unwrap();
+        assert_eq!(v1_line(&rules[0]), "c *:* rw");
+        let err = super::rules(&spec(1 << 40)).unwrap_err().to_string();
+        assert!(
+            err.contains("device number 1099511627776 is out of range"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -143,11 +183,11 @@ mod tests {
             }
         }))
         .unwrap();
-        let rules = rules(&spec);
+        let rules = rules(&spec).unwrap();
         let last_for_null = rules
             .iter()
             .rev()
-            .find(|r| r.kind == 'c' && r.major == Some(1) && r.minor == Some(3))
+            .find(|r| r.kind == DeviceType::Char && r.major == Some(1) && r.minor == Some(3))
             .unwrap();
         assert!(!last_for_null.allow);
     }

@@ -264,13 +264,18 @@ impl Cgroup {
         let Some((_, dir)) = v1 else {
             return Ok(());
         };
-        for rule in devices::rules(spec) {
+        for rule in devices::rules(spec)? {
             let file = if rule.allow {
                 "devices.allow"
             } else {
                 "devices.deny"
             };
-            resources::write_file("linux.resources.devices", dir, file, rule.v1_line())?;
+            resources::write_file(
+                "linux.resources.devices",
+                dir,
+                file,
+                devices::v1_line(&rule),
+            )?;
         }
         Ok(())
     }

@@ -361,7 +361,8 @@ pub(crate) fn create_attached(
                 cgroup_dir: cgroup.paths().unified.as_deref(),
                 devices: cgroup
                     .device_filter_needed()
-                    .then(|| crate::cgroups::devices::rules(&spec)),
+                    .then(|| crate::cgroups::devices::rules(&spec))
+                    .transpose()?,
                 syscall_latency: crate::ebpf::wants_latency(&state.annotations)?,
             })?)
         })?;
