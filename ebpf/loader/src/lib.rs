@@ -33,6 +33,14 @@
 //! and why the others are off (ebpf/README.md has the table per kernel). With no bpf(2) or
 //! BPF file system at all, [`Error::is_unavailable`] is true.
 
+// The syscall programs hook the x86_64 dispatcher (`x64_sys_call`) and read x86_64 syscall
+// numbers, which `syscall_names` names; another architecture needs its own
+// hook and table, so it does not build rather than count wrongly.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "lucid-ebpf supports x86_64 only: its syscall programs hook x64_sys_call and read x86_64 syscall numbers"
+);
+
 mod cgroup;
 pub mod devices;
 mod error;

@@ -106,17 +106,7 @@ fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfoCgroup> {
         info: (&raw mut info) as u64,
     };
     // SAFETY: `attr` and `info` are valid for the call and sized as the kernel is told.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info)
 }
 
@@ -141,17 +131,7 @@ pub fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
         pad: 0,
     };
     // SAFETY: `attr` points to a NUL-terminated path that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &raw mut attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let rc = unsafe { bpf(BPF_OBJ_GET, &mut attr) }?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
 }
@@ -181,17 +161,7 @@ pub fn cgroup_link_create(
         rest: [0; 4],
     };
     // SAFETY: `attr` is a zero-padded bpf_attr prefix valid for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            &raw mut attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let rc = unsafe { bpf(BPF_LINK_CREATE, &mut attr) }?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
 }
@@ -216,17 +186,7 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         pad: 0,
     };
     // SAFETY: `attr` points to a NUL-terminated path that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &raw mut attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(BPF_OBJ_PIN, &mut attr) }?;
     Ok(())
 }
 
@@ -250,18 +210,10 @@ pub fn detach_and_unpin(path: &Path) -> io::Result<bool> {
         pad: 0,
     };
     // SAFETY: `attr` is a valid bpf_attr prefix for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &raw mut attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
+    let rc = unsafe { bpf(BPF_LINK_DETACH, &mut attr) };
     // A link whose cgroup is gone is detached already; tracepoint links cannot be detached
     // early (EOPNOTSUPP) and go when the pin and this descriptor are gone.
-    if rc < 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = rc {
         let benign = [libc::ENOLINK, libc::EINVAL, libc::EOPNOTSUPP];
         if !e.raw_os_error().is_some_and(|code| benign.contains(&code)) {
             return Err(e);
@@ -316,18 +268,10 @@ pub fn array_lookup_batch<V: Copy>(
         first = false;
         // SAFETY: `attr` points at `keys` and `values`, both with room for `count` entries of
         // the map's key (u32) and value type, and at two u32 cursors, all alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                std::mem::size_of::<Attr>(),
-            )
-        };
+        let rc = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         let got = attr.count as usize;
         read += got;
-        if rc != 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = rc {
             // ENOENT: the end of the array, with `count` entries read before it.
             if e.raw_os_error() == Some(libc::ENOENT) {
                 break;
@@ -342,10 +286,15 @@ pub fn array_lookup_batch<V: Copy>(
     Ok(read)
 }
 
-/// `bpf(cmd, attr)` on a zero-padded attr of type `A`; the raw return value or the error.
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, initialised `bpf_attr` prefix for `cmd` whose pointers (if
-    // any) the caller keeps alive for the call; the kernel reads at most `size_of::<A>()` bytes.
+/// `bpf(cmd, attr)` on a zero-padded attr of type `A`; the raw return value or the error. The
+/// one place this crate calls `SYS_bpf` itself (aya makes the rest of the calls).
+///
+/// # Safety
+/// `attr` must be a valid, initialised `bpf_attr` prefix for `cmd`, and every pointer in it
+/// must be valid for what the kernel reads or writes through it for the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: the caller's contract; the kernel reads and writes at most `size_of::<A>()`
+    // bytes of `attr`.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -382,7 +331,8 @@ pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
         info_len: std::mem::size_of::<ProgInfo>() as u32,
         info: (&raw mut info) as u64,
     };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // SAFETY: `attr.info` points at `info`, alive and as large as `info_len` says.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info.id)
 }
 
@@ -438,7 +388,8 @@ pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
             next_id: 0,
             open_flags: 0,
         };
-        match bpf(BPF_LINK_GET_NEXT_ID, &mut next) {
+        // SAFETY: an id attr holds no pointer.
+        match unsafe { bpf(BPF_LINK_GET_NEXT_ID, &mut next) } {
             Ok(_) => id = next.next_id,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(links),
             Err(e) => return Err(e),
@@ -448,7 +399,8 @@ pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
             next_id: 0,
             open_flags: 0,
         };
-        let fd = match bpf(BPF_LINK_GET_FD_BY_ID, &mut by_id) {
+        // SAFETY: an id attr holds no pointer.
+        let fd = match unsafe { bpf(BPF_LINK_GET_FD_BY_ID, &mut by_id) } {
             // SAFETY: the kernel returned a new descriptor that nothing else owns.
             Ok(fd) => unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) },
             // ENOENT: released meanwhile; EAGAIN: still being set up (or torn down).
@@ -463,7 +415,9 @@ pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
             info_len: std::mem::size_of::<LinkInfo>() as u32,
             info: (&raw mut info) as u64,
         };
-        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        // SAFETY: `attr.info` points at `info`, alive and as large as `info_len` says, and
+        // `info` holds no pointer yet.
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
         let mut tracepoint = String::new();
         if info.kind == BPF_LINK_TYPE_RAW_TRACEPOINT {
             let mut name = [0u8; 64];
@@ -473,7 +427,9 @@ pub fn kernel_links() -> io::Result<Vec<KernelLink>> {
                 ..LinkInfo::default()
             };
             attr.info = (&raw mut info) as u64;
-            bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+            // SAFETY: `attr.info` points at `info`, whose `tp_name` points at `name`, with
+            // the length of `name`; both alive for the call.
+            unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
             let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
             tracepoint = String::from_utf8_lossy(&name[..len]).into_owned();
         }
@@ -509,8 +465,9 @@ pub fn map_key_count(map: BorrowedFd<'_>, key_size: usize) -> io::Result<usize> 
             key: if first { 0 } else { key.as_ptr() as u64 },
             next_key: next.as_mut_ptr() as u64,
         };
-        // `key` and `next` hold `key_size` bytes, the map's key size, and outlive the call.
-        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+        // SAFETY: `key` and `next` hold `key_size` bytes, the map's key size, and outlive the
+        // call.
+        match unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(count),
             Err(e) => return Err(e),
