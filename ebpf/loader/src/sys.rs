@@ -92,6 +92,12 @@ pub fn link_prog_id(link: BorrowedFd<'_>) -> io::Result<u32> {
 }
 
 fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfoCgroup> {
+    obj_info(link)
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` of `fd` into an `I`: a `#[repr(C)]` prefix of the object's info
+/// struct that holds no pointer (the kernel fills as much as `I` has room for).
+fn obj_info<I: Default>(fd: BorrowedFd<'_>) -> io::Result<I> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     #[repr(C)]
     struct Attr {
@@ -99,13 +105,14 @@ fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfoCgroup> {
         info_len: u32,
         info: u64,
     }
-    let mut info = LinkInfoCgroup::default();
+    let mut info = I::default();
     let mut attr = Attr {
-        bpf_fd: link.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<LinkInfoCgroup>() as u32,
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<I>() as u32,
         info: (&raw mut info) as u64,
     };
-    // SAFETY: `attr` and `info` are valid for the call and sized as the kernel is told.
+    // SAFETY: `attr.info` points at `info`, alive for the call and as large as `info_len`
+    // says; `I` holds no pointer the kernel would write through.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info)
 }
@@ -311,7 +318,6 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
 
 /// The id of the BPF program `prog` (`BPF_OBJ_GET_INFO_BY_FD`).
 pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     /// `struct bpf_prog_info` up to `id`.
     #[repr(C)]
     #[derive(Default)]
@@ -319,21 +325,7 @@ pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
         kind: u32,
         id: u32,
     }
-    #[repr(C)]
-    struct Attr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut info = ProgInfo::default();
-    let mut attr = Attr {
-        bpf_fd: prog.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<ProgInfo>() as u32,
-        info: (&raw mut info) as u64,
-    };
-    // SAFETY: `attr.info` points at `info`, alive and as large as `info_len` says.
-    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
-    Ok(info.id)
+    Ok(obj_info::<ProgInfo>(prog)?.id)
 }
 
 /// A BPF link of the running kernel, as far as lucid needs to know it.
