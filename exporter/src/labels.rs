@@ -2,9 +2,32 @@
 //! container name when the engine that created it put them in the OCI annotations.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::Path;
 
+use lucid::state::files;
+use serde::Deserialize;
+
 use crate::metrics::{render_labels, CONTAINER_LABELS};
+
+/// The longest label value the exporter serves. Kubernetes names are at most
+/// 253 bytes, image references a few hundred; a longer value is not a name
+/// but a state file made to bloat every series (and Prometheus with it).
+pub const MAX_LABEL_BYTES: usize = 1024;
+
+/// The most bytes read of containers/storage's `containers.json`: about
+/// 16,000 containers' records.
+pub const MAX_STORAGE_BYTES: u64 = 16 << 20;
+
+/// A label value the exporter does not serve.
+#[derive(Debug, thiserror::Error)]
+#[error("its {label} label would be {bytes} bytes long, more than the {MAX_LABEL_BYTES} the exporter serves")]
+pub struct LabelError {
+    /// The label.
+    pub label: &'static str,
+    /// The value's length.
+    pub bytes: usize,
+}
 
 /// Annotations naming the container, first found wins: containerd's CRI plugin,
 /// CRI-O, nerdctl, and `lucid.name` (`--annotation lucid.name=NAME` with any
@@ -111,6 +134,21 @@ impl ContainerLabels {
         ]
     }
 
+    /// Refuses a container whose label values are too long to serve.
+    pub fn check(&self) -> Result<(), LabelError> {
+        match CONTAINER_LABELS
+            .iter()
+            .zip(self.values())
+            .find(|(_, v)| v.len() > MAX_LABEL_BYTES)
+        {
+            Some((label, value)) => Err(LabelError {
+                label,
+                bytes: value.len(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The labels as the text format writes them (`container_id="…",name="…",…`).
     pub fn render(&self) -> String {
         let pairs: Vec<(&str, &str)> = CONTAINER_LABELS
@@ -134,11 +172,30 @@ pub struct EngineRecord {
 /// The annotation podman (libpod) sets on every container it makes.
 const PODMAN_MANAGER: (&str, &str) = ("io.container.manager", "libpod");
 
+/// A record of containers/storage's `containers.json`, the fields read
+/// (the others are skipped unkept).
+#[derive(Debug, Deserialize)]
+struct StorageRecord {
+    id: Option<String>,
+    names: Option<Vec<String>>,
+    /// JSON in a string: `{"image-name": …, "name": …}`.
+    metadata: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StorageMetadata {
+    #[serde(rename = "image-name")]
+    image_name: Option<String>,
+}
+
 /// podman 4 passes the runtime no container name: its annotations carry
 /// `io.container.manager=libpod` and flags, but the name lives in
 /// containers/storage's `containers.json`, two levels above the bundle podman
 /// gives the runtime (`<graphroot>/<driver>-containers/<id>/userdata`), with
-/// the image in the record's metadata. Read once per new container.
+/// the image in the record's metadata. Read once per new container, as the
+/// state root is: the storage directory is followed (the operator may have
+/// moved the graph root), the file itself only if it is a regular file of at
+/// most [`MAX_STORAGE_BYTES`], opened without blocking.
 pub fn podman_storage(
     id: &str,
     annotations: &HashMap<String, String>,
@@ -147,23 +204,43 @@ pub fn podman_storage(
     if annotations.get(PODMAN_MANAGER.0).map(String::as_str) != Some(PODMAN_MANAGER.1) {
         return None;
     }
-    let file = bundle.parent()?.parent()?.join("containers.json");
-    let text = std::fs::read(&file).ok()?;
-    let records: Vec<serde_json::Value> = match serde_json::from_slice(&text) {
+    if !bundle.is_absolute() {
+        return None;
+    }
+    let dir = bundle.parent()?.parent()?;
+    let file = dir.join("containers.json");
+    let text = match files::open_root(dir)
+        .map_err(files::EntryError::Io)
+        .and_then(|fd| files::read(fd.as_fd(), Path::new("containers.json"), MAX_STORAGE_BYTES))
+    {
+        Ok(text) => text,
+        Err(e) if e.is_foreign() => {
+            log::warn!(
+                "{}: {e}; container {id} is served without its podman name",
+                file.display()
+            );
+            return None;
+        }
+        Err(e) => {
+            log::debug!("{}: {e}", file.display());
+            return None;
+        }
+    };
+    let records: Vec<StorageRecord> = match serde_json::from_slice(&text) {
         Ok(records) => records,
         Err(e) => {
             log::debug!("{}: {e}", file.display());
             return None;
         }
     };
-    let record = records.into_iter().find(|r| r["id"] == id)?;
-    let metadata: serde_json::Value = record["metadata"]
-        .as_str()
-        .and_then(|m| serde_json::from_str(m).ok())
+    let record = records.into_iter().find(|r| r.id.as_deref() == Some(id))?;
+    let metadata: StorageMetadata = record
+        .metadata
+        .and_then(|m| serde_json::from_str(&m).ok())
         .unwrap_or_default();
     Some(EngineRecord {
-        name: record["names"][0].as_str().map(str::to_owned),
-        image: metadata["image-name"].as_str().map(str::to_owned),
+        name: record.names.and_then(|n| n.into_iter().next()),
+        image: metadata.image_name,
     })
 }
 
@@ -254,5 +331,45 @@ mod tests {
     fn without_annotations_the_name_is_the_id() {
         let l = ContainerLabels::from_annotations("plain", &HashMap::new());
         assert_eq!(l.values(), ["plain", "plain", "", "", "", ""]);
+    }
+
+    #[test]
+    fn a_containers_json_that_is_no_regular_file_or_too_large_is_not_read() {
+        use std::os::unix::fs::symlink;
+        let podman = ann(&[("io.container.manager", "libpod")]);
+        let graph = tempfile::tempdir().unwrap();
+        let plants: [(&str, fn(&Path)); 3] = [
+            ("zero", |f| symlink("/dev/zero", f).unwrap()),
+            ("fifo", |f| {
+                nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }),
+            ("huge", |f| {
+                std::fs::File::create(f)
+                    .unwrap()
+                    .set_len(MAX_STORAGE_BYTES + 1)
+                    .unwrap()
+            }),
+        ];
+        for (driver, plant) in plants {
+            let bundle = graph.path().join(driver).join("c/abc/userdata");
+            std::fs::create_dir_all(&bundle).unwrap();
+            plant(&graph.path().join(driver).join("c/containers.json"));
+            assert!(
+                podman_storage("abc", &podman, &bundle).is_none(),
+                "{driver}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_past_the_bound_are_refused() {
+        let long = "n".repeat(MAX_LABEL_BYTES + 1);
+        let l = ContainerLabels::from_annotations("abc", &ann(&[("lucid.name", &long)]));
+        let err = l.check().unwrap_err();
+        assert_eq!((err.label, err.bytes), ("name", MAX_LABEL_BYTES + 1));
+        let ok = "n".repeat(MAX_LABEL_BYTES);
+        ContainerLabels::from_annotations("abc", &ann(&[("io.kubernetes.pod.name", &ok)]))
+            .check()
+            .unwrap();
     }
 }

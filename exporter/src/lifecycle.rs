@@ -11,9 +11,12 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lucid::state::files::{self, EntryError};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 
 use crate::discovery::Container;
@@ -31,6 +34,14 @@ pub const START_BUCKETS: &[f64] = &[
 
 /// The ledger file's name in the exporter's state directory.
 pub const LEDGER_FILE: &str = "lifecycle-counted.json";
+
+/// The most bytes of the ledger read: a key (`ID@created`) is at most about
+/// 300 bytes, so some 50,000 containers.
+pub const MAX_LEDGER_BYTES: u64 = 16 << 20;
+
+/// The most phase names the phase histogram keeps a series for: lucid
+/// records about a dozen; a phase named otherwise past this is not observed.
+pub const MAX_PHASE_SERIES: usize = 64;
 
 /// Why the ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +69,10 @@ pub struct Lifecycle {
     ledger: Option<PathBuf>,
     counted: HashSet<String>,
     phases: HistogramVec,
+    /// The phase names with a series.
+    phase_names: HashSet<String>,
+    /// Whether a phase past [`MAX_PHASE_SERIES`] was reported.
+    phase_names_full: bool,
     start: Histogram,
 }
 
@@ -92,6 +107,8 @@ impl Lifecycle {
                 ledger,
                 counted,
                 phases,
+                phase_names: HashSet::new(),
+                phase_names_full: false,
                 start,
             },
             err,
@@ -116,6 +133,21 @@ impl Lifecycle {
                 continue;
             }
             for p in &c.phases {
+                if !self.phase_names.contains(&p.name) {
+                    if self.phase_names.len() >= MAX_PHASE_SERIES {
+                        if !self.phase_names_full {
+                            log::warn!(
+                                "container {}: phase {:?} is not observed: the phase histogram \
+                                 has series for {MAX_PHASE_SERIES} phase names already",
+                                c.id,
+                                p.name
+                            );
+                            self.phase_names_full = true;
+                        }
+                        continue;
+                    }
+                    self.phase_names.insert(p.name.clone());
+                }
                 self.phases
                     .with_label_values(&[p.name.as_str()])
                     .observe(p.end_ns.saturating_sub(p.start_ns) as f64 / 1e9);
@@ -144,14 +176,30 @@ impl Lifecycle {
     }
 }
 
+/// Reads the ledger as the state root is read: a regular file (not a link),
+/// opened without blocking, of at most [`MAX_LEDGER_BYTES`].
 fn load(path: &Path) -> Result<HashSet<String>, LedgerError> {
-    let text = match std::fs::read(path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(HashSet::new());
+    };
+    let read = match files::open_root(dir) {
+        Ok(fd) => files::read(fd.as_fd(), Path::new(name), MAX_LEDGER_BYTES),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(EntryError::Missing),
+        Err(e) => Err(EntryError::Io(e)),
+    };
+    let text = match read {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
-        Err(source) => {
+        Err(EntryError::Missing) => return Ok(HashSet::new()),
+        Err(EntryError::Io(source)) => {
             return Err(LedgerError::Io {
                 path: path.to_path_buf(),
                 source,
+            })
+        }
+        Err(e) => {
+            return Err(LedgerError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
             })
         }
     };
@@ -173,7 +221,15 @@ fn save(path: &Path, counted: &HashSet<String>) -> Result<(), LedgerError> {
     let mut keys: Vec<&String> = counted.iter().collect();
     keys.sort();
     let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    // Never written through a link left in its place.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(io)?;
     file.write_all(&serde_json::to_vec(&keys).map_err(|e| io(std::io::Error::other(e)))?)
         .map_err(io)?;
     drop(file);
@@ -259,5 +315,32 @@ mod tests {
             .unwrap();
         let text = std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
         assert_eq!(text, r#"["a@t1"]"#);
+    }
+
+    #[test]
+    fn phase_series_stop_at_the_bound() {
+        let (mut l, _) = Lifecycle::new(&Registry::new(), None).unwrap();
+        let names: Vec<String> = (0..MAX_PHASE_SERIES + 10)
+            .map(|i| format!("p{i}"))
+            .collect();
+        let phases: Vec<(&str, u64, u64)> = names.iter().map(|n| (n.as_str(), 0, 1)).collect();
+        l.observe(&[container("a", 1, &phases)], true).unwrap();
+        assert_eq!(l.phase_names.len(), MAX_PHASE_SERIES);
+        // Names that have a series go on being observed.
+        l.observe(&[container("b", 2, &[("p0", 0, 1)])], true)
+            .unwrap();
+        assert_eq!(count_and_sum(&l, "p0").0, 2);
+    }
+
+    #[test]
+    fn a_ledger_that_is_a_fifo_is_reported_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join(LEDGER_FILE),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let (_, err) = Lifecycle::new(&Registry::new(), Some(dir.path())).unwrap();
+        assert!(matches!(err, Some(LedgerError::Corrupt { .. })), "{err:?}");
     }
 }

@@ -1,4 +1,8 @@
 //! `lucid-exporter`: parse the flags, start the HTTP server, stop on SIGTERM or SIGINT.
+//!
+//! Stopping never waits on a scrape: one stuck in the kernel (a hung file
+//! system under a path a state file names) is abandoned, and ends with the
+//! process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(flags.listen)
             .await
             .with_context(|| {
@@ -131,10 +135,18 @@ fn main() -> anyhow::Result<()> {
                 log::warn!("span forwarding did not stop in time");
             }
         }
-        log::info!("stopped");
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, a scrape in
+    // flight among them, however long it takes.
+    runtime.shutdown_timeout(SCRAPE_GRACE);
+    log::info!("stopped");
+    served
 }
+
+/// How long a scrape in flight at SIGTERM may take to finish before the
+/// exporter exits without it.
+const SCRAPE_GRACE: Duration = Duration::from_millis(200);
 
 /// Forwarding settings from the flags and the `OTEL_EXPORTER_OTLP_*`
 /// variables; `None` when no endpoint is set. The tuning flags without an

@@ -1,10 +1,17 @@
 //! A container's resource figures from its cgroup files, v1 and v2, with
 //! cAdvisor's meanings: where the container has a v1 controller's cgroup that is
 //! read, otherwise its v2 cgroup.
+//!
+//! The directories come from the container's state file, which must not send
+//! the exporter elsewhere: only plain absolute paths inside the host's cgroup
+//! hierarchies are taken ([`CgroupFiles::resolve`]), and a file is opened
+//! without blocking and without following a link, read only if it is a
+//! regular file, and never past [`MAX_CGROUP_FILE_BYTES`].
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use lucid::cgroups::Hierarchy;
 use lucid::state::CgroupPaths;
@@ -25,6 +32,49 @@ pub enum ResourceError {
     },
 }
 
+/// The most bytes read of one cgroup file (`memory.stat`, the longest read
+/// whole, is a few KiB); `cgroup.procs` is counted as it is read, unkept.
+pub const MAX_CGROUP_FILE_BYTES: usize = 64 << 10;
+
+/// The most bytes of `cgroup.procs` counted: 8 per process, past any `pid_max`.
+const MAX_PROCS_BYTES: u64 = 64 << 20;
+
+/// The longest cgroup directory a state may name (`PATH_MAX`).
+const MAX_CGROUP_PATH_BYTES: usize = 4096;
+
+/// A cgroup directory in a state file that the exporter does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupPathError {
+    /// Not an absolute path made of names only (`..`, `.`), or too long.
+    #[error("it names the cgroup directory {0:?}, not an absolute path of names only")]
+    NotPlain(String),
+    /// The v2 cgroup is in none of the host's v2 hierarchies.
+    #[error("its v2 cgroup {0:?} is in none of this host's cgroup v2 hierarchies")]
+    Outside(String),
+}
+
+/// At most 128 bytes of a path, for messages.
+fn shown(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    match text.char_indices().nth(128) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.into_owned(),
+    }
+}
+
+fn plain(path: &Path) -> Result<(), CgroupPathError> {
+    let ok = path.is_absolute()
+        && path.as_os_str().len() <= MAX_CGROUP_PATH_BYTES
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(CgroupPathError::NotPlain(shown(path)))
+    }
+}
+
 /// Which directory each controller's files are read from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupFiles {
@@ -41,8 +91,25 @@ pub struct CgroupFiles {
 }
 
 impl CgroupFiles {
-    /// Sorts the directories a container's state records by hierarchy.
-    pub fn resolve(paths: &CgroupPaths, hierarchies: &[Hierarchy]) -> Self {
+    /// Sorts the directories a container's state records by hierarchy. A
+    /// directory in none of them is left out (the host's mounts changed), a
+    /// path with `..` or `.` refuses the state, and so does a v2 cgroup in no
+    /// v2 hierarchy: lucid records none of those.
+    pub fn resolve(
+        paths: &CgroupPaths,
+        hierarchies: &[Hierarchy],
+    ) -> Result<Self, CgroupPathError> {
+        for dir in paths.dirs.iter().chain(&paths.unified) {
+            plain(dir)?;
+        }
+        if let Some(unified) = &paths.unified {
+            if !hierarchies
+                .iter()
+                .any(|h| h.v2 && unified.starts_with(&h.mountpoint))
+            {
+                return Err(CgroupPathError::Outside(shown(unified)));
+            }
+        }
         let mut files = CgroupFiles {
             unified: paths.unified.clone(),
             ..Default::default()
@@ -70,7 +137,7 @@ impl CgroupFiles {
                 }
             }
         }
-        files
+        Ok(files)
     }
 
     /// Any directory of the container, to list its processes.
@@ -143,7 +210,27 @@ impl Default for Reader {
     }
 }
 
-/// Reads `file` from offset 0 into `buf`.
+/// Opens a cgroup file: without blocking (should it be a FIFO) or following a
+/// link, and only a regular file.
+fn open_file(path: &Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "is a {}, not a regular file",
+                lucid::state::files::kind(meta.mode())
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads `file` from offset 0 into `buf`, at most [`MAX_CGROUP_FILE_BYTES`].
 fn read_from_start(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
     buf.clear();
     let mut len = 0;
@@ -153,6 +240,13 @@ fn read_from_start(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
         }
         let n = file.read_at(&mut buf[len..], len as u64)?;
         len += n;
+        if len > MAX_CGROUP_FILE_BYTES {
+            buf.clear();
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("longer than the {MAX_CGROUP_FILE_BYTES} bytes read of a cgroup file"),
+            ));
+        }
         // A cgroup file fills the buffer in one read up to its end: a short read is the end.
         if n == 0 || len < buf.len() {
             break;
@@ -160,6 +254,31 @@ fn read_from_start(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
     buf.truncate(len);
     Ok(())
+}
+
+/// Counts the lines of `file` from offset 0, in `buf`-sized reads.
+fn count_lines(file: &File, buf: &mut Vec<u8>) -> std::io::Result<u64> {
+    if buf.len() < 8192 {
+        buf.resize(8192, 0);
+    }
+    let (mut offset, mut lines, mut last) = (0u64, 0u64, b'\n');
+    loop {
+        if offset > MAX_PROCS_BYTES {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("longer than the {MAX_PROCS_BYTES} bytes counted of cgroup.procs"),
+            ));
+        }
+        let n = file.read_at(buf, offset)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[n - 1];
+        offset += n as u64;
+    }
+    // A last line without its newline still names a process.
+    Ok(lines + u64::from(last != b'\n'))
 }
 
 /// The value of `key` in a flat-keyed file (`key value` lines).
@@ -181,39 +300,29 @@ impl Reader {
         }
     }
 
-    /// The text of `dir/name`, `None` when the file does not exist while the
-    /// directory does (a controller the host does not have).
-    fn file(
+    /// Reads `dir/name` with `read`, keeping the file open for the next
+    /// scrape; `None` when the file does not exist while the directory does (a
+    /// controller the host does not have).
+    fn read_with<T>(
         &mut self,
         open: &mut OpenFiles,
         dir: &Path,
         name: &str,
-    ) -> Result<Option<&str>, ResourceError> {
+        read: fn(&File, &mut Vec<u8>) -> std::io::Result<T>,
+    ) -> Result<Option<T>, ResourceError> {
         let path = dir.join(name);
         let cached = open.files.iter().position(|(p, _)| *p == path);
         let result = match cached {
-            Some(i) => read_from_start(&open.files[i].1, &mut self.buf),
-            None => std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-                .and_then(|f| {
-                    read_from_start(&f, &mut self.buf)?;
-                    open.files.push((path.clone(), f));
-                    Ok(())
-                }),
+            Some(i) => read(&open.files[i].1, &mut self.buf),
+            None => open_file(&path).and_then(|f| {
+                let value = read(&f, &mut self.buf)?;
+                open.files.push((path.clone(), f));
+                Ok(value)
+            }),
         };
         match result {
-            Ok(()) => std::str::from_utf8(&self.buf)
-                .map(Some)
-                .map_err(|e| ResourceError::Io {
-                    path,
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                }),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ENODEV) =>
-            {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
                 if let Some(i) = cached {
                     open.files.swap_remove(i);
                 }
@@ -225,23 +334,31 @@ impl Reader {
             }
             // Out of descriptors: read without keeping the file open.
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) && cached.is_none() => {
-                let f = File::open(&path).map_err(|source| ResourceError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                read_from_start(&f, &mut self.buf).map_err(|source| ResourceError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                std::str::from_utf8(&self.buf)
+                open_file(&path)
+                    .and_then(|f| read(&f, &mut self.buf))
                     .map(Some)
-                    .map_err(|e| ResourceError::Io {
-                        path,
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    })
+                    .map_err(|source| ResourceError::Io { path, source })
             }
             Err(source) => Err(ResourceError::Io { path, source }),
         }
+    }
+
+    /// The text of `dir/name` (see [`Reader::read_with`]).
+    fn file(
+        &mut self,
+        open: &mut OpenFiles,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Option<&str>, ResourceError> {
+        if self.read_with(open, dir, name, read_from_start)?.is_none() {
+            return Ok(None);
+        }
+        std::str::from_utf8(&self.buf)
+            .map(Some)
+            .map_err(|e| ResourceError::Io {
+                path: dir.join(name),
+                source: std::io::Error::new(ErrorKind::InvalidData, e),
+            })
     }
 
     fn number(
@@ -261,7 +378,7 @@ impl Reader {
                 .map(Some)
                 .map_err(|e| ResourceError::Io {
                     path,
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    source: std::io::Error::new(ErrorKind::InvalidData, e),
                 }),
         }
     }
@@ -344,9 +461,7 @@ impl Reader {
             s.threads_max = self.number(open, dir, "pids.max")?;
         }
         if let Some(dir) = files.procs_dir() {
-            if let Some(text) = self.file(open, dir, "cgroup.procs")? {
-                s.processes = Some(text.lines().filter(|l| !l.is_empty()).count() as u64);
-            }
+            s.processes = self.read_with(open, dir, "cgroup.procs", count_lines)?;
         }
         Ok(s)
     }
@@ -380,7 +495,7 @@ mod tests {
             unified: Some("/sys/fs/cgroup/unified/lucid/a".into()),
             unified_id: Some(7),
         };
-        let f = CgroupFiles::resolve(&paths, &hierarchies());
+        let f = CgroupFiles::resolve(&paths, &hierarchies()).unwrap();
         assert_eq!(
             f.memory.as_deref(),
             Some(Path::new("/sys/fs/cgroup/memory/lucid/a"))
@@ -518,5 +633,63 @@ mod tests {
             .read(&files, &mut OpenFiles::default())
             .unwrap_err();
         assert!(matches!(err, ResourceError::Gone(_)), "{err}");
+    }
+
+    #[test]
+    fn only_plain_paths_in_the_hosts_hierarchies_are_taken() {
+        let paths = |dirs: &[&str], unified: Option<&str>| CgroupPaths {
+            dirs: dirs.iter().map(PathBuf::from).collect(),
+            unified: unified.map(PathBuf::from),
+            ..Default::default()
+        };
+        for bad in [
+            paths(&["/sys/fs/cgroup/memory/../../../tmp/x"], None),
+            paths(&["relative/x"], None),
+            paths(&[], Some("/tmp/x")),
+            paths(&[], Some("/sys/fs/cgroup/memory/x")),
+        ] {
+            assert!(
+                CgroupFiles::resolve(&bad, &hierarchies()).is_err(),
+                "{bad:?}"
+            );
+        }
+        // A directory in no hierarchy is left out, as before.
+        let f = CgroupFiles::resolve(&paths(&["/elsewhere/x"], None), &hierarchies()).unwrap();
+        assert_eq!(f, CgroupFiles::default());
+    }
+
+    #[test]
+    fn a_fifo_a_link_or_a_long_file_is_refused_without_waiting_or_reading_it_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("cpu.stat"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("memory.current")).unwrap();
+        std::fs::write(
+            dir.join("memory.stat"),
+            vec![b'x'; MAX_CGROUP_FILE_BYTES + 1],
+        )
+        .unwrap();
+        let mut reader = Reader::new();
+        let mut open = OpenFiles::default();
+        for name in ["cpu.stat", "memory.current", "memory.stat"] {
+            let err = reader.file(&mut open, &dir, name).unwrap_err();
+            assert!(matches!(err, ResourceError::Io { .. }), "{name}: {err}");
+        }
+        assert!(reader.buf.capacity() <= 2 * MAX_CGROUP_FILE_BYTES);
+    }
+
+    #[test]
+    fn processes_are_counted_across_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let procs = tmp.path().join("cgroup.procs");
+        let text: String = (0..20_000).map(|i| format!("{i}\n")).collect();
+        std::fs::write(&procs, text + "20000").unwrap();
+        let file = File::open(&procs).unwrap();
+        assert_eq!(count_lines(&file, &mut Vec::new()).unwrap(), 20_001);
     }
 }

@@ -89,6 +89,19 @@ struct Container {
 pub struct Spool {
     dir: PathBuf,
     containers: HashMap<OsString, Container>,
+    /// The spool is something else than a directory (a link), and that was
+    /// reported.
+    refused: bool,
+}
+
+/// Whether `dir` is a directory itself, not a link to one: nothing under
+/// the state root is reached through a link. `None` when it is gone.
+pub fn real_dir(dir: &Path) -> std::io::Result<Option<bool>> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => Ok(Some(meta.is_dir())),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn gone(e: &std::io::Error) -> bool {
@@ -157,6 +170,7 @@ impl Spool {
         Spool {
             dir: root.join(SPOOL_DIR),
             containers: HashMap::new(),
+            refused: false,
         }
     }
 
@@ -166,6 +180,25 @@ impl Spool {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
         let fresh = |mtime: i128, cached: i128| mtime == cached && now_ns - mtime > RACY_NS;
+        let spool_is_dir = real_dir(&self.dir).map_err(|source| SpoolError {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if spool_is_dir == Some(false) {
+            self.containers.clear();
+            // Reported (and counted) once while it stays so.
+            if std::mem::replace(&mut self.refused, true) {
+                return Ok(SpoolStats::default());
+            }
+            return Err(SpoolError {
+                path: self.dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a directory (a link is never followed under the state root): remove it",
+                ),
+            });
+        }
+        self.refused = false;
         let Some(entries) = list(&self.dir)? else {
             self.containers.clear();
             return Ok(SpoolStats::default());
@@ -321,6 +354,21 @@ mod tests {
         batch(root.path(), "c2", "t3-s3", "001-1.json", 10);
         assert_eq!(s.read().unwrap().unshipped_batches, 1);
         std::fs::remove_dir_all(&spool).unwrap();
+        assert_eq!(s.read().unwrap(), SpoolStats::default());
+    }
+
+    #[test]
+    fn a_linked_spool_is_reported_once_and_not_walked() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        batch(elsewhere.path(), "c1", "t1-s1", "001-1.json", 10);
+        std::os::unix::fs::symlink(
+            elsewhere.path().join(SPOOL_DIR),
+            root.path().join(SPOOL_DIR),
+        )
+        .unwrap();
+        let mut s = Spool::new(root.path());
+        assert!(s.read().is_err());
         assert_eq!(s.read().unwrap(), SpoolStats::default());
     }
 }

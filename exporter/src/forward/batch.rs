@@ -3,8 +3,10 @@
 //! `resourceSpans` are merged, spans of the same resource and scope under one
 //! entry, so that the resource's attributes travel once per request.
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use lucid::state::files::{self, EntryError, MAX_FILE_BYTES};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -73,26 +75,42 @@ pub struct Loaded {
     pub vanished: Vec<Waiting>,
 }
 
-/// Reads and merges `batches`.
-pub fn read(batches: Vec<Waiting>) -> Loaded {
+/// Reads and merges `batches`, files under the state root `root`. Each is
+/// read as lucid reads its state root ([`files`]): no link followed below
+/// `root`, only a regular file, opened without blocking, at most
+/// [`MAX_FILE_BYTES`] (a batch is a few KiB).
+pub fn read(root: &Path, batches: Vec<Waiting>) -> Loaded {
     let mut merged = Merged::default();
     let mut errors = Vec::new();
     let mut vanished = Vec::new();
+    let root_fd = files::open_root(root);
     for batch in batches {
-        let mut text = Vec::with_capacity(batch.bytes as usize);
-        let read = std::fs::File::open(&batch.path).and_then(|mut f| f.read_to_end(&mut text));
-        match read {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let read = match (&root_fd, batch.path.strip_prefix(root)) {
+            (Ok(fd), Ok(rel)) => files::read(fd.as_fd(), rel, MAX_FILE_BYTES),
+            (Err(e), _) => Err(EntryError::Io(std::io::Error::new(e.kind(), e.to_string()))),
+            (_, Err(_)) => Err(EntryError::Io(std::io::Error::other(format!(
+                "not under the state root {}",
+                root.display()
+            )))),
+        };
+        let text = match read {
+            Ok(text) => text,
+            Err(EntryError::Missing) => {
                 vanished.push(batch);
                 continue;
             }
-            Err(source) => {
+            Err(e) => {
+                let source = match e {
+                    EntryError::Io(e) => e,
+                    foreign => {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, foreign.to_string())
+                    }
+                };
                 let path = batch.path.clone();
                 errors.push((batch, BatchError::Read { path, source }));
                 continue;
             }
-        }
+        };
         match serde_json::from_slice::<ExportTraceServiceRequest>(&text) {
             Ok(request) => {
                 merged.spans += span_count(&request);
@@ -189,7 +207,7 @@ mod tests {
         write(&spool, "t2-s2", &request("lucid", "lucid", &["start"]));
         write(&spool, "t2-s2", &request("lucid", "other", &["x"]));
         write(&spool, "t3-s3", &request("elsewhere", "lucid", &["delete"]));
-        let Loaded { merged, errors, .. } = read(waiting(root.path()));
+        let Loaded { merged, errors, .. } = read(root.path(), waiting(root.path()));
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(merged.batches.len(), 4);
         assert_eq!(merged.spans, 5);
@@ -218,7 +236,7 @@ mod tests {
             merged,
             errors,
             vanished,
-        } = read(all);
+        } = read(root.path(), all);
         assert_eq!(merged.spans, 1);
         assert_eq!(vanished.len(), 1);
         assert_eq!(errors.len(), 1);

@@ -110,6 +110,8 @@ impl ForwardMetrics {
 /// The forwarding task's state.
 pub struct Forwarder {
     client: Client,
+    /// The state root the spool is under.
+    root: PathBuf,
     queue: Arc<Mutex<Queue>>,
     batch_bytes: u64,
     poll_interval: Duration,
@@ -164,6 +166,7 @@ impl Forwarder {
         let metrics = ForwardMetrics::new(errors.registry())?;
         Ok(Forwarder {
             client: Client::new(settings.target)?,
+            root: settings.root,
             queue: Arc::new(Mutex::new(queue)),
             batch_bytes: settings.batch_bytes.max(1),
             poll_interval: settings.poll_interval,
@@ -253,7 +256,8 @@ impl Forwarder {
             if next.is_empty() {
                 return;
             }
-            let read = match tokio::task::spawn_blocking(move || batch::read(next)).await {
+            let root = self.root.clone();
+            let read = match tokio::task::spawn_blocking(move || batch::read(&root, next)).await {
                 Ok(read) => read,
                 Err(e) => {
                     log::error!("reading spooled batches: {e}");

@@ -249,6 +249,20 @@ impl Queue {
             ..
         } = self;
         let mut evicted = 0;
+        // Shipped batches are renamed: never through a link to elsewhere.
+        let is_dir = crate::spool::real_dir(dir).map_err(|source| QueueError {
+            path: dir.clone(),
+            source,
+        })?;
+        if is_dir == Some(false) {
+            return Err(QueueError {
+                path: dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a directory (a link is never followed under the state root)",
+                ),
+            });
+        }
         // No spool yet: nothing was spooled, or everything was evicted.
         let entries = list(dir)?.unwrap_or_default();
         let mut present = HashSet::new();
