@@ -25,7 +25,8 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod signals;
 pub mod spec;
-pub mod state;
+/// The state root and its schema: `lucid-layout`'s, shared with the exporter.
+pub use lucid_layout::state;
 pub mod telemetry;
 pub mod terminal;
 

@@ -7,7 +7,8 @@
 //! cgroup of its own too, so eBPF can find it by cgroup id.
 
 pub mod devices;
-pub mod hierarchy;
+/// The host's hierarchies: `lucid-layout`'s, shared with the exporter.
+pub use lucid_layout::hierarchy;
 pub mod resources;
 pub mod stats;
 

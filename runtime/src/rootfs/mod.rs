@@ -159,30 +159,8 @@ fn mount_point_of(path: &Path) -> Option<PathBuf> {
         .max_by_key(|mp| mp.as_os_str().len())
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-pub fn unescape_mountinfo_path(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
+pub use lucid_layout::hierarchy::unescape_mountinfo_path;
+
 
 /// Makes the rootfs the process's `/` with pivot_root(2), then detaches the
 /// old root so no host mount stays reachable.
@@ -421,13 +399,3 @@ impl Root {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo_path("/a\\040b"), PathBuf::from("/a b"));
-        assert_eq!(unescape_mountinfo_path("/plain"), PathBuf::from("/plain"));
-    }
-}

@@ -75,9 +75,20 @@ fn is_lower_hex(s: &str) -> bool {
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-impl ContainerTrace {
+/// A saved [`ContainerTrace`] (plain data in the state's schema) as
+/// OpenTelemetry values.
+pub trait TraceIds {
     /// The ids as OpenTelemetry values, or why they cannot be used.
-    pub fn ids(&self) -> Result<(TraceId, SpanId), String> {
+    fn ids(&self) -> Result<(TraceId, SpanId), String>;
+    /// The root span as a remote parent for a command's span.
+    fn root_context(&self) -> Result<SpanContext, String>;
+    /// The `TRACEPARENT` a container's process gets: its parent is the
+    /// container's root span.
+    fn traceparent(&self) -> Option<String>;
+}
+
+impl TraceIds for ContainerTrace {
+    fn ids(&self) -> Result<(TraceId, SpanId), String> {
         let trace_id = TraceId::from_hex(&self.trace_id)
             .ok()
             .filter(|id| *id != TraceId::INVALID && self.trace_id.len() == 32)
@@ -89,8 +100,7 @@ impl ContainerTrace {
         Ok((trace_id, span_id))
     }
 
-    /// The root span as a remote parent for a command's span.
-    pub fn root_context(&self) -> Result<SpanContext, String> {
+    fn root_context(&self) -> Result<SpanContext, String> {
         let (trace_id, span_id) = self.ids()?;
         let state = self.tracestate.parse().unwrap_or(TraceState::NONE);
         let flags = if self.sampled {
@@ -101,9 +111,7 @@ impl ContainerTrace {
         Ok(SpanContext::new(trace_id, span_id, flags, true, state))
     }
 
-    /// The `TRACEPARENT` a container's process gets: its parent is the
-    /// container's root span.
-    pub fn traceparent(&self) -> Option<String> {
+    fn traceparent(&self) -> Option<String> {
         let (trace_id, span_id) = self.ids().ok()?;
         Some(format_traceparent(trace_id, span_id, self.sampled))
     }

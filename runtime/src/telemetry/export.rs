@@ -13,16 +13,7 @@ use opentelemetry_sdk::Resource;
 use super::spool::{Pending, Spool};
 use super::{warn_once, Active, Command, Export};
 
-/// The OTLP wire protocols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/HTTP with a protobuf body (`http/protobuf`, the default).
-    HttpProtobuf,
-    /// OTLP/HTTP with a JSON body (`http/json`).
-    HttpJson,
-    /// OTLP/gRPC (`grpc`).
-    Grpc,
-}
+pub use lucid_layout::Protocol;
 
 /// The request the spans make, grouped by resource and scope.
 pub fn to_request(resource: &Resource, spans: Vec<SpanData>) -> ExportTraceServiceRequest {

@@ -20,7 +20,8 @@ pub mod context;
 mod export;
 mod grpc;
 mod http;
-pub mod spool;
+/// The span spool: `lucid-layout`'s, shared with the exporter.
+pub use lucid_layout::spool;
 pub mod waterfall;
 
 use std::cell::RefCell;
@@ -42,7 +43,7 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-pub use context::{parse_traceparent, ContainerTrace, TraceparentError};
+pub use context::{parse_traceparent, ContainerTrace, TraceIds, TraceparentError};
 pub use export::Protocol;
 
 use crate::state::PhaseTiming;

@@ -68,7 +68,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
         if left[3] != "/" {
             continue;
         }
-        let mountpoint = crate::rootfs::unescape_mountinfo_path(left[4]);
+        let mountpoint = unescape_mountinfo_path(left[4]);
         match right[0] {
             "cgroup2" => out.push(Hierarchy {
                 mountpoint,
@@ -144,9 +144,40 @@ pub fn own_path_in(hierarchy: &Hierarchy) -> PathBuf {
         .unwrap_or_else(|| Path::new("/").to_path_buf())
 }
 
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+pub fn unescape_mountinfo_path(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo_path("/a\\040b"), PathBuf::from("/a b"));
+        assert_eq!(unescape_mountinfo_path("/plain"), PathBuf::from("/plain"));
+    }
 
     const HYBRID: &str = "\
 25 1 0:22 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
