@@ -81,7 +81,7 @@ struct Made {
     next_id: usize,
     /// Live containers: ID and v2 cgroup id.
     live: std::collections::VecDeque<(String, Option<u64>)>,
-    hierarchies: Vec<lucid::cgroups::Hierarchy>,
+    hierarchies: Vec<lucid_layout::hierarchy::Hierarchy>,
 }
 
 const CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
@@ -89,7 +89,7 @@ const CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
 impl Made {
     fn new(ebpf: bool) -> anyhow::Result<Self> {
         let pid = std::process::id();
-        let hierarchies = lucid::cgroups::hierarchy::detect().context("reading cgroup mounts")?;
+        let hierarchies = lucid_layout::hierarchy::detect().context("reading cgroup mounts")?;
         let parents = hierarchies
             .iter()
             .filter(|h| h.v2 || CONTROLLERS.iter().any(|c| h.has_controller(c)))
@@ -314,7 +314,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Scan vs inotify, measured on the bench's state root.
 fn compare_discovery(made: &Made) -> anyhow::Result<()> {
-    let hierarchies = lucid::cgroups::hierarchy::detect()?;
+    let hierarchies = lucid_layout::hierarchy::detect()?;
     let mut inv = lucid_exporter::discovery::Inventory::new(&made.root, hierarchies);
     let t = Instant::now();
     inv.scan();

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use lucid::telemetry::spool::Spool;
 use lucid_exporter::forward::queue::Queue;
 use lucid_exporter::forward::target::{Protocol, Target};
 use lucid_exporter::forward::{ForwardSettings, Forwarder};
 use lucid_exporter::{Exporter, ScrapeSettings};
+use lucid_layout::spool::Spool;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };

@@ -302,7 +302,7 @@ impl Soak {
             .context("opening the soak's pins")?
             .map_entries()
             .context("counting the eBPF map entries")?;
-        let state_dirs = lucid::state::list_ids(&self.root)?.len();
+        let state_dirs = lucid_layout::state::list_ids(&self.root)?.len();
         Ok(Counts {
             exporter_fds,
             cgroups,
@@ -341,7 +341,7 @@ impl Drop for Soak {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
         }
-        for id in lucid::state::list_ids(&self.root).unwrap_or_default() {
+        for id in lucid_layout::state::list_ids(&self.root).unwrap_or_default() {
             let _ = self.lucid(&["delete", "--force", &id]);
         }
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {

@@ -7,7 +7,7 @@
 //! with 500 containers an unchanged scan takes about a millisecond, needs no
 //! watch per container (inotify's per-user watch limit) and cannot miss an event.
 //!
-//! The root is read the way `lucid` reads it ([`lucid::state::files`]): no
+//! The root is read the way `lucid` reads it ([`lucid_layout::state::files`]): no
 //! symbolic link is followed below it, nothing but a regular file is opened,
 //! no open can block, and no file is read past [`MAX_FILE_BYTES`]. An entry
 //! that breaks those rules, or whose state is not one lucid writes (another
@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lucid::cgroups::Hierarchy;
-use lucid::process::PhaseTiming;
-use lucid::state::files::{self, EntryError, MAX_FILE_BYTES};
-use lucid::state::{self, StateError, STATE_FILE};
+use lucid_layout::hierarchy::Hierarchy;
+use lucid_layout::state::files::{self, EntryError, MAX_FILE_BYTES};
+use lucid_layout::state::PhaseTiming;
+use lucid_layout::state::{self, StateError, STATE_FILE};
 use nix::dir::{Dir, Type};
 use nix::sys::stat::{FileStat, SFlag};
 

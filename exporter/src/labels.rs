@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use lucid::state::files;
+use lucid_layout::state::files;
 use serde::Deserialize;
 
 use crate::metrics::{render_labels, CONTAINER_LABELS};
@@ -338,7 +338,8 @@ mod tests {
         use std::os::unix::fs::symlink;
         let podman = ann(&[("io.container.manager", "libpod")]);
         let graph = tempfile::tempdir().unwrap();
-        let plants: [(&str, fn(&Path)); 3] = [
+        type Plant = fn(&Path);
+        let plants: [(&str, Plant); 3] = [
             ("zero", |f| symlink("/dev/zero", f).unwrap()),
             ("fifo", |f| {
                 nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()

@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lucid::state::files::{self, EntryError};
+use lucid_layout::state::files::{self, EntryError};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 
 use crate::discovery::Container;
@@ -240,7 +240,7 @@ fn save(path: &Path, counted: &HashSet<String>) -> Result<(), LedgerError> {
 mod tests {
     use super::*;
     use crate::labels::ContainerLabels;
-    use lucid::process::PhaseTiming;
+    use lucid_layout::state::PhaseTiming;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn container(id: &str, created_s: u64, phases: &[(&str, u64, u64)]) -> Arc<Container> {

@@ -85,7 +85,7 @@ const TRACE: &[&str] = &[
 ];
 
 macro_rules! def {
-    ($name:literal, $kind:ident, $labels:expr, $help:literal, $source:literal) => {
+    ($name:literal, $kind:ident, $labels:expr, $help:expr, $source:literal) => {
         MetricDef {
             name: $name,
             kind: Kind::$kind,
@@ -95,6 +95,32 @@ macro_rules! def {
         }
     };
 }
+
+/// Lists the kinds of `lucid_exporter_errors_total` once, for the counter
+/// (each present from the start at 0) and for its help text.
+macro_rules! error_kinds {
+    ($first:literal $(, $rest:literal)* $(,)?) => {
+        /// Every kind of the `lucid_exporter_errors_total` counter.
+        pub const ERROR_KINDS: &[&str] = &[$first $(, $rest)*];
+        const ERRORS_HELP: &str =
+            concat!("Errors met while collecting, by kind (", $first $(, ", ", $rest)*, ").");
+    };
+}
+
+error_kinds!(
+    "state_corrupt",
+    "state_read",
+    "cgroup_gone",
+    "cgroup_read",
+    "ebpf_open",
+    "ebpf_read",
+    "bpf_stats",
+    "ledger",
+    "spool_read",
+    "spool_write",
+    "otlp_export",
+    "http",
+);
 
 /// Every metric the exporter serves. `docs/metrics.md` lists the same, checked by a test.
 pub const METRICS: &[MetricDef] = &[
@@ -207,8 +233,7 @@ pub const METRICS: &[MetricDef] = &[
     def!("lucid_exporter_containers_tracked", Gauge, &[],
         "Containers found in the state root at the last discovery.",
         "the state root"),
-    def!("lucid_exporter_errors_total", Counter, &["kind"],
-        "Errors met while collecting, by kind (state_corrupt, state_read, cgroup_gone, cgroup_read, ebpf_open, ebpf_read, bpf_stats, ledger, spool_read, spool_write, otlp_export, http).",
+    def!("lucid_exporter_errors_total", Counter, &["kind"], ERRORS_HELP,
         "the exporter"),
     def!("lucid_ebpf_up", Gauge, &[],
         "1 when the pinned eBPF programs are open, 0 when eBPF metrics are unavailable.",

@@ -13,8 +13,8 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use lucid::cgroups::Hierarchy;
-use lucid::state::CgroupPaths;
+use lucid_layout::hierarchy::Hierarchy;
+use lucid_layout::state::CgroupPaths;
 
 /// Why a container's figures could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +223,7 @@ fn open_file(path: &Path) -> std::io::Result<File> {
             ErrorKind::InvalidData,
             format!(
                 "is a {}, not a regular file",
-                lucid::state::files::kind(meta.mode())
+                lucid_layout::state::files::kind(meta.mode())
             ),
         ));
     }
@@ -472,7 +472,7 @@ mod tests {
     use super::*;
 
     fn hierarchies() -> Vec<Hierarchy> {
-        lucid::cgroups::hierarchy::parse_mountinfo(
+        lucid_layout::hierarchy::parse_mountinfo(
             "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
              31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
              32 25 0:28 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n\

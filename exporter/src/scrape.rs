@@ -17,21 +17,7 @@ use crate::metrics::{def, render_labels, with_label, Exposition};
 use crate::resources::{Reader, ResourceError, ResourceStats};
 use crate::spool::Spool;
 
-/// Every kind of the `lucid_exporter_errors_total` counter, present from the start at 0.
-pub const ERROR_KINDS: &[&str] = &[
-    "state_corrupt",
-    "state_read",
-    "cgroup_gone",
-    "cgroup_read",
-    "ebpf_open",
-    "ebpf_read",
-    "bpf_stats",
-    "ledger",
-    "spool_read",
-    "spool_write",
-    "otlp_export",
-    "http",
-];
+pub use crate::metrics::ERROR_KINDS;
 
 /// Reasons of `lucid_ebpf_samples_lost_total`.
 const LOST_REASONS: &[&str] = &[
@@ -139,7 +125,7 @@ impl Exporter {
     /// An exporter for these settings; nothing is read until the first scrape.
     pub fn new(settings: &ScrapeSettings) -> Result<Self, StartError> {
         let metrics = Arc::new(SelfMetrics::new()?);
-        let hierarchies = lucid::cgroups::hierarchy::detect().map_err(StartError::Mounts)?;
+        let hierarchies = lucid_layout::hierarchy::detect().map_err(StartError::Mounts)?;
         let (lifecycle, ledger_err) =
             Lifecycle::new(&metrics.registry, settings.state_dir.as_deref())?;
         if let Some(e) = ledger_err {

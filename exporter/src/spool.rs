@@ -2,7 +2,7 @@
 //! under its state root that still wait to be shipped to an OTLP endpoint,
 //! and when the oldest of them was written.
 //!
-//! The layout is the runtime's (`docs/spool.md`, `lucid::telemetry::spool`):
+//! The layout is the runtime's (`docs/spool.md`, `lucid_layout::spool`):
 //! each batch is a file `<root>/@spool/<container-id>/<trace>/<name>.json`,
 //! renamed to `<name>.json.sent` once shipped; names starting with `.` are
 //! batches being written. The runtime evicts whole trace directories at any moment, so a
@@ -23,7 +23,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lucid::telemetry::spool::{BATCH_SUFFIX, SPOOL_DIR};
+use lucid_layout::spool::{BATCH_SUFFIX, SPOOL_DIR};
 
 /// A directory modified this recently may change again within the same
 /// timestamp tick (file times are coarse): it is listed again.

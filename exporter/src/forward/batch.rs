@@ -6,7 +6,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use lucid::state::files::{self, EntryError, MAX_FILE_BYTES};
+use lucid_layout::state::files::{self, EntryError, MAX_FILE_BYTES};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -162,7 +162,7 @@ fn merge(into: &mut Vec<ResourceSpans>, more: Vec<ResourceSpans>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lucid::telemetry::spool::Spool;
+    use lucid_layout::spool::Spool;
 
     fn request(service: &str, scope: &str, names: &[&str]) -> serde_json::Value {
         let spans: Vec<serde_json::Value> = names

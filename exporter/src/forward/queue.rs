@@ -26,7 +26,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lucid::telemetry::spool::{BATCH_SUFFIX, SENT_SUFFIX, SPOOL_DIR, USAGE_FILE};
+use lucid_layout::spool::{BATCH_SUFFIX, SENT_SUFFIX, SPOOL_DIR, USAGE_FILE};
 
 /// A file time this close (ns) to the walk may change again within the same
 /// timestamp tick: it is looked at again at the next walk.
@@ -475,7 +475,7 @@ fn sent_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lucid::telemetry::spool::Spool;
+    use lucid_layout::spool::Spool;
 
     fn batch(n: usize) -> Vec<u8> {
         let mut text = b"{\"resourceSpans\":[]}".to_vec();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 
-pub use lucid::telemetry::Protocol;
+pub use lucid_layout::Protocol;
 
 /// The bound on one export request when `OTEL_EXPORTER_OTLP_TIMEOUT` does not
 /// say: the OTLP specification's default.
