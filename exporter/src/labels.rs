@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use lucid::state::files;
+use lucid_layout::state::files;
 use serde::Deserialize;
 
 use crate::metrics::{render_labels, CONTAINER_LABELS};
