@@ -214,7 +214,10 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
             r#"{metric}{{container_id="{web}",pod="web-6f7d"}}"#
         ));
     }
-    // The net container sent BYTES over loopback to itself: both directions count them.
+    // The net container sent BYTES over loopback to itself: both directions count them,
+    // with 52 bytes of IPv4 and TCP headers per packet (60 for the SYNs), and any
+    // segment resent on a loaded machine, as tests/ebpf.rs allows (up to half the
+    // payload). Measured here, three runs: 100,588 bytes in 11 packets each way.
     for metric in [
         "container_network_transmit_bytes_total",
         "container_network_receive_bytes_total",
@@ -226,9 +229,12 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
                 .map(|(_, v)| *v)
                 .filter(|v| *v >= BYTES as f64)
         });
+        // Read after the bytes: never fewer packets than those counted in them.
+        let packets_metric = metric.replace("bytes", "packets");
+        let (_, packets) = prom.one(&format!(r#"{packets_metric}{{container_id="{net}"}}"#));
         assert!(
-            bytes < 2.0 * BYTES as f64 + 1e6,
-            "{metric} of {net}: {bytes}"
+            bytes <= (BYTES + BYTES / 2) as f64 + 60.0 * packets,
+            "{metric} of {net}: {bytes} in {packets} packets"
         );
     }
     let (_, procs) = prom.one(&format!(r#"container_processes{{container_id="{plain}"}}"#));
@@ -636,9 +642,11 @@ fn a_scrape_storm_is_served_with_bounded_memory() {
         drop(idle);
         exporter.process.assert_running();
     }
+    // Measured: 2.6 to 3.2 MiB of growth in three runs (debug build, 2 cores); the
+    // margin leaves room for an allocator arena per thread on larger hosts.
     let after = exporter.process.rss_kib();
     assert!(
-        after < baseline + 64 * 1024,
+        after < baseline + 8 * 1024,
         "RSS grew from {baseline} KiB to {after} KiB during the storm"
     );
     // Served as before, and the storm left no error behind.
@@ -648,4 +656,319 @@ fn a_scrape_storm_is_served_with_bounded_memory() {
         Some(101.0)
     );
     assert_eq!(errors(&text, "http"), 0.0);
+}
+
+// ---------------------------------------------------------------- a hostile state root
+
+/// The exporter's peak resident memory so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("the exporter (pid {pid}) is gone: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// GET /metrics from another thread: the answer, or `None` when none came
+/// within `secs` (the request is left to fail when the exporter stops).
+fn metrics_within(port: u16, secs: u64) -> Option<(u16, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(http_get(port, "/metrics"));
+    });
+    match rx.recv_timeout(Duration::from_secs(
+        secs * u64::from(lucid_tests::time_scale()),
+    )) {
+        Ok(answer) => Some(answer.expect("GET /metrics")),
+        Err(_) => None,
+    }
+}
+
+/// Whether a thread of `pid` waits in the FUSE file system's request queue.
+fn waits_on_fuse(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|task| {
+            std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("fuse"))
+        })
+}
+
+/// Whether `pid` exited (a zombie until its parent, this test, reaps it).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
+}
+
+/// `lucid-exporter` (with [`Exporter::start_command`]'s `--listen` still to
+/// come) in a mount namespace of its own where `hung` is a FUSE file system
+/// no one answers: every lookup there waits, as on a dead NFS server, until
+/// the exporter, which holds the device open, exits. Its address space is
+/// bounded so that an unbounded read fails the test rather than the host.
+fn exporter_beside_a_hung_mount(
+    root: &Path,
+    pin_root: &Path,
+    state_dir: &Path,
+    hung: &Path,
+) -> std::process::Command {
+    const SCRIPT: &str = r#"ulimit -v 4194304 || exit 1
+exec 3<>/dev/fuse || exit 1
+mount -i -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0 lucid-hung "$LUCID_TEST_HUNG" || exit 1
+exec "$@""#;
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            SCRIPT,
+            "sh",
+        ])
+        .arg(lucid_tests::prometheus::exporter_bin())
+        .arg("--root")
+        .arg(root)
+        .arg("--bpf-pin-root")
+        .arg(pin_root)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--log-level", "debug"])
+        .env("LUCID_TEST_HUNG", hung)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    command
+}
+
+/// Writes `state` as `dir`'s state.json under the state root.
+fn write_state(dir: &Path, state: &Value) {
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_vec(state).expect("JSON"),
+    )
+    .expect("writing state");
+}
+
+// The attack an adversarial probe made: one bad entry in the state root took
+// the exporter down (a state.json linked to /dev/zero read without end, a
+// FIFO waited on by every scrape, 100 KB IDs rendered into every series, a
+// 200 MB state.json read whole), and a scrape stuck in the kernel kept it from
+// stopping. Each entry here is what the probe planted, or the same reached
+// through a path a state names (its cgroup, its podman storage).
+#[test]
+fn a_hostile_state_root_is_counted_and_skipped_and_sigterm_ends_a_stuck_scrape() {
+    use std::os::unix::fs::symlink;
+    let rt = Runtime::new();
+    let good = lucid_tests::unique_id("good");
+    let bundle = Bundle::new(&rt, &good, &["sleep", "600"]);
+    create(&rt, &bundle, &good);
+    let template = state_json(&rt, &good);
+    let mut sim = Simulated::default();
+    let outside = tempfile::tempdir().expect("a directory outside the root");
+    let mut entry = |name: &str| -> PathBuf {
+        let dir = rt.root().join(name);
+        std::fs::create_dir(&dir).expect("a state dir");
+        sim.states.push(dir.clone());
+        dir
+    };
+    let fifo = |path: &Path| {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()))
+    };
+    let state = |id: &str, edit: &dyn Fn(&mut Value)| {
+        let mut st = template.clone();
+        st["id"] = Value::String(id.to_owned());
+        edit(&mut st);
+        st
+    };
+
+    // The probe's entries.
+    symlink("/dev/zero", entry("zero-link").join("state.json")).expect("a link");
+    fifo(&entry("fifo").join("state.json"));
+    for i in 0..100 {
+        let long = format!("{}{i}", "x".repeat(100_000));
+        write_state(&entry(&format!("long-id-{i}")), &state(&long, &|_| {}));
+    }
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(entry("huge").join("state.json")).expect("a file");
+        f.write_all(br#"{"ociVersion":"1.0.2","id":""#)
+            .expect("writing");
+        let mib = vec![b'h'; 1 << 20];
+        for _ in 0..200 {
+            f.write_all(&mib).expect("writing 200 MB");
+        }
+        f.write_all(br#""}"#).expect("writing");
+    }
+    // The same through a state's cgroup: a directory outside the cgroup file
+    // systems whose files are a FIFO and a link to /dev/zero, named directly
+    // and through `..` from the v2 hierarchy.
+    let fake_cgroup = outside.path().join("cgroup");
+    std::fs::create_dir(&fake_cgroup).expect("a directory");
+    fifo(&fake_cgroup.join("cpu.stat"));
+    for name in [
+        "memory.current",
+        "memory.stat",
+        "pids.current",
+        "cgroup.procs",
+    ] {
+        symlink("/dev/zero", fake_cgroup.join(name)).expect("a link");
+    }
+    let v2 = lucid_tests::host_v2_root();
+    let mut dotdot = v2.clone();
+    for _ in v2.components().skip(1) {
+        dotdot.push("..");
+    }
+    let dotdot = dotdot.join(fake_cgroup.strip_prefix("/").expect("absolute"));
+    for (id, dir) in [("cg-outside", &fake_cgroup), ("cg-dotdot", &dotdot)] {
+        let dir = Value::String(dir.display().to_string());
+        write_state(
+            &entry(id),
+            &state(id, &|s| {
+                s["cgroup"]["unified"] = dir.clone();
+                s["cgroup"]["dirs"] = serde_json::json!([dir.clone()]);
+            }),
+        );
+    }
+    // A label value no name has.
+    write_state(
+        &entry("long-label"),
+        &state("long-label", &|s| {
+            s["annotations"] = serde_json::json!({"lucid.name": "n".repeat(100_000)})
+        }),
+    );
+    // podman storage beside the bundle that is a link to /dev/zero, or a FIFO:
+    // the container is served, without the name podman would give it.
+    for (id, plant) in [
+        (
+            "podman-zero",
+            &(|p: &Path| symlink("/dev/zero", p).expect("a link")) as &dyn Fn(&Path),
+        ),
+        ("podman-fifo", &fifo),
+    ] {
+        let storage = outside.path().join(id);
+        std::fs::create_dir_all(storage.join("c/userdata")).expect("a bundle dir");
+        plant(&storage.join("containers.json"));
+        let bundle = Value::String(storage.join("c/userdata").display().to_string());
+        write_state(
+            &entry(id),
+            &state(id, &|s| {
+                s["bundle"] = bundle.clone();
+                s["annotations"] = serde_json::json!({"io.container.manager": "libpod"});
+            }),
+        );
+    }
+    // What would show in a series of an entry served: its ID, or a long value.
+    let never_served = [
+        "\"zero-link\"".to_owned(),
+        "\"fifo\"".to_owned(),
+        "\"huge\"".to_owned(),
+        "\"cg-outside\"".to_owned(),
+        "\"cg-dotdot\"".to_owned(),
+        "\"long-label\"".to_owned(),
+        "x".repeat(1000),
+        "n".repeat(1000),
+    ];
+
+    let exporter_state = tempfile::tempdir().expect("a state dir");
+    let hung = outside.path().join("hung");
+    std::fs::create_dir(&hung).expect("a mount point");
+    let mut exporter = Exporter::start_command(
+        exporter_beside_a_hung_mount(rt.root(), rt.pin_root(), exporter_state.path(), &hung),
+        exporter_state.path(),
+    );
+    let pid = exporter.process.pid();
+    let asked = std::time::Instant::now();
+    let (status, text) = metrics_within(exporter.port, 10)
+        .unwrap_or_else(|| panic!("no answer to /metrics within 10 s:\n{}", exporter.log()));
+    let scrape_time = asked.elapsed();
+    assert_eq!(status, 200, "{text}");
+    let first_rss = peak_rss_kib(pid);
+    for metric in [
+        "container_start_time_seconds",
+        "container_memory_usage_bytes",
+    ] {
+        assert!(
+            value(&text, metric, &[("container_id", &good)]).is_some(),
+            "{metric} of {good} is not served"
+        );
+    }
+    for id in ["podman-zero", "podman-fifo"] {
+        assert!(
+            value(
+                &text,
+                "container_start_time_seconds",
+                &[("container_id", id), ("name", id)]
+            )
+            .is_some(),
+            "{id} is not served"
+        );
+    }
+    for name in &never_served {
+        assert!(!text.contains(name.as_str()), "{:.40} was served", name);
+    }
+    assert!(
+        text.lines().all(|l| l.len() < 4096),
+        "a series longer than 4 KiB was served"
+    );
+    // The link, the FIFO and the 200 MB file are not read; the rest are not what lucid writes.
+    assert_eq!(errors(&text, "state_read"), 3.0);
+    assert_eq!(errors(&text, "state_corrupt"), 103.0);
+    assert_eq!(
+        value(&text, "lucid_exporter_containers_tracked", &[]),
+        Some(3.0)
+    );
+    // Counted and logged once, not at every scrape.
+    let text = exporter.metrics();
+    assert_eq!(errors(&text, "state_read"), 3.0);
+    assert_eq!(errors(&text, "state_corrupt"), 103.0);
+    let log = exporter.log();
+    for name in [
+        "zero-link/state.json",
+        "fifo/state.json",
+        "huge/state.json",
+        "long-id-7/state.json",
+    ] {
+        assert_eq!(log.matches(name).count(), 1, "{name} in the log:\n{log}");
+    }
+    let rss = peak_rss_kib(pid);
+    assert!(rss < 64 * 1024, "the exporter's peak RSS reached {rss} KiB");
+
+    // A container whose podman storage is on the hung file system: the
+    // next scrape waits there for good, and SIGTERM still ends the exporter.
+    let stuck = outside.path().join("hung/c/userdata");
+    write_state(
+        &entry("podman-hung"),
+        &state("podman-hung", &|s| {
+            s["bundle"] = Value::String(stuck.display().to_string());
+            s["annotations"] = serde_json::json!({"io.container.manager": "libpod"});
+        }),
+    );
+    let port = exporter.port;
+    std::thread::spawn(move || http_get(port, "/metrics"));
+    lucid_tests::wait_until(10, "a scrape waiting on the hung file system", || {
+        waits_on_fuse(pid)
+    });
+    let sent = std::time::Instant::now();
+    // SAFETY: kill only sends a signal to the exporter this test started.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    let deadline = lucid_tests::deadline(5);
+    while !exited(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exporter did not stop within 5 s of SIGTERM during a stuck scrape:\n{}",
+            exporter.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let exit_time = sent.elapsed();
+    println!(
+        "first scrape {scrape_time:?}, peak RSS {first_rss} KiB after it and {rss} KiB after two, \
+         exit {exit_time:?} after SIGTERM"
+    );
 }
