@@ -319,15 +319,12 @@ mod tests {
 
     #[test]
     fn every_planned_test_is_a_test_target_of_the_tests_crate() {
-        let manifest = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/Cargo.toml"),
-        )
-        .unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tests");
         for guest in Guest::ALL {
             for name in tests(&plan(*guest, Suite::Full)) {
                 assert!(
-                    manifest.contains(&format!("name = \"{name}\"")),
-                    "tests/Cargo.toml has no test {name}"
+                    dir.join(format!("{name}.rs")).is_file(),
+                    "tests/tests/ has no test {name}"
                 );
             }
         }

@@ -216,7 +216,7 @@ fn prometheus_scrapes_per_container_series_with_labels_and_exact_syscall_counts(
     }
     // The net container sent BYTES over loopback to itself: both directions count them,
     // with 52 bytes of IPv4 and TCP headers per packet (60 for the SYNs), and any
-    // segment resent on a loaded machine, as tests/ebpf.rs allows (up to half the
+    // segment resent on a loaded machine, as tests/tests/ebpf.rs allows (up to half the
     // payload). Measured here, three runs: 100,588 bytes in 11 packets each way.
     for metric in [
         "container_network_transmit_bytes_total",
