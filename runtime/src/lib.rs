@@ -27,6 +27,7 @@ pub mod signals;
 pub mod spec;
 /// The state root and its schema: `lucid-layout`'s, shared with the exporter.
 pub use lucid_layout::state;
+pub mod sys;
 pub mod telemetry;
 pub mod terminal;
 

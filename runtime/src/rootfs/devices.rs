@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::LinuxDeviceType;
 
 use super::resolve::{open_in_root, open_parent_in_root, proc_fd_path, Create};
 use super::{path_err, Root, RootfsConfig, RootfsError};
+use crate::sys::{self, Call};
 
 /// A device node to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,26 +112,29 @@ pub fn create_devices(config: &RootfsConfig, root: &Root) -> Result<(), RootfsEr
 fn make_device(root: &Root, node: &DeviceNode) -> Result<(), RootfsError> {
     let (dir, name) = open_parent_in_root(root.fd(), &node.path, Create::Dir)
         .map_err(path_err("making the directory of", &node.path))?;
-    let perm = Mode::from_bits_truncate(node.mode);
-    let dev = makedev(node.major, node.minor);
-    match nix::sys::stat::mknodat(dir.as_fd(), name, node.kind, perm, dev) {
+    let mknod = Call::Mknodat {
+        dir: dir.as_fd(),
+        name,
+        kind: node.kind,
+        mode: Mode::from_bits_truncate(node.mode),
+        dev: makedev(node.major, node.minor),
+    };
+    match sys::call(mknod) {
         Ok(()) => {}
         Err(Errno::EEXIST) => {
             // Replace what the image put there: the spec decides this node.
             nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
                 .map_err(path_err("replacing device", &node.path))?;
-            nix::sys::stat::mknodat(dir.as_fd(), name, node.kind, perm, dev)
-                .map_err(path_err("creating device", &node.path))?;
+            sys::call(mknod).map_err(path_err("creating device", &node.path))?;
         }
         Err(e) => return Err(path_err("creating device", &node.path)(e)),
     }
-    nix::unistd::fchownat(
-        dir.as_fd(),
+    sys::call(Call::Fchownat {
+        dir: dir.as_fd(),
         name,
-        Some(Uid::from_raw(node.uid)),
-        Some(Gid::from_raw(node.gid)),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
+        uid: Uid::from_raw(node.uid),
+        gid: Gid::from_raw(node.gid),
+    })
     .map_err(path_err("changing owner of device", &node.path))
 }
 
@@ -140,12 +144,12 @@ fn bind_device(root: &Root, node: &DeviceNode) -> Result<(), RootfsError> {
         .map_err(path_err("opening host device", &node.path))?;
     let target = open_in_root(root.fd(), &node.path, Create::File)
         .map_err(path_err("making", &node.path))?;
-    mount(
+    sys::mount(
         Some(&proc_fd_path(&host)),
         &proc_fd_path(&target),
-        None::<&str>,
+        None,
         MsFlags::MS_BIND,
-        None::<&str>,
+        None,
     )
     .map_err(path_err("binding device", &node.path))
 }
@@ -183,7 +187,25 @@ fn make_symlinks(root: &Root) -> Result<(), RootfsError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::Bundle;
     use super::*;
+    use crate::sys::fake::{Fake, Recorded};
+    use serde_json::json;
+
+    const DEFAULT_NAMES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+    fn mknod(path: PathBuf, kind: SFlag, mode: u32, major: u64, minor: u64) -> Recorded {
+        Recorded::Mknodat {
+            path,
+            kind,
+            mode: Mode::from_bits_truncate(mode),
+            dev: makedev(major, minor),
+        }
+    }
+
+    fn chown(path: PathBuf, uid: u32, gid: u32) -> Recorded {
+        Recorded::Fchownat { path, uid, gid }
+    }
 
     #[test]
     fn default_devices_are_runcs_six() {
@@ -203,5 +225,158 @@ mod tests {
             ]
         );
         assert!(default_devices().iter().all(|d| d.mode == 0o666));
+    }
+
+    #[test]
+    fn devices_are_made_with_mknod_and_owned_as_the_spec_says() {
+        let b = Bundle::new(json!({"linux": {"devices": [
+            { "path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+              "fileMode": 384, "uid": 1000, "gid": 1001 },
+            { "path": "/dev/disk/sda", "type": "b", "major": 8, "minor": 0 },
+            { "path": "/dev/pipe", "type": "p", "major": 0, "minor": 0 }
+        ]}}));
+        let fake = Fake::new();
+        create_devices(&b.config(), &b.root()).unwrap();
+        let mut expected = Vec::new();
+        for (d, (major, minor)) in
+            default_devices()
+                .iter()
+                .zip([(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)])
+        {
+            let path = b.at(&d.path.to_string_lossy());
+            expected.push(mknod(path.clone(), SFlag::S_IFCHR, 0o666, major, minor));
+            expected.push(chown(path, 0, 0));
+        }
+        expected.extend([
+            mknod(b.at("/dev/fuse"), SFlag::S_IFCHR, 0o600, 10, 229),
+            chown(b.at("/dev/fuse"), 1000, 1001),
+            mknod(b.at("/dev/disk/sda"), SFlag::S_IFBLK, 0o666, 8, 0),
+            chown(b.at("/dev/disk/sda"), 0, 0),
+            mknod(b.at("/dev/pipe"), SFlag::S_IFIFO, 0o666, 0, 0),
+            chown(b.at("/dev/pipe"), 0, 0),
+        ]);
+        assert_eq!(fake.calls(), expected);
+        assert!(b.at("/dev/disk").is_dir(), "a device's directory is made");
+    }
+
+    #[test]
+    fn the_dev_links_are_made_and_ptmx_leads_to_the_containers_devpts() {
+        let b = Bundle::new(json!({}));
+        // An image's own /dev/ptmx gives way.
+        b.touch("/dev/ptmx");
+        let _fake = Fake::new();
+        create_devices(&b.config(), &b.root()).unwrap();
+        let link = |path: &str| std::fs::read_link(b.at(path)).unwrap();
+        assert_eq!(link("/dev/fd"), Path::new("/proc/self/fd"));
+        assert_eq!(link("/dev/stdin"), Path::new("/proc/self/fd/0"));
+        assert_eq!(link("/dev/stdout"), Path::new("/proc/self/fd/1"));
+        assert_eq!(link("/dev/stderr"), Path::new("/proc/self/fd/2"));
+        assert_eq!(link("/dev/ptmx"), Path::new("pts/ptmx"));
+        assert_eq!(
+            b.at("/dev/core").symlink_metadata().is_ok(),
+            Path::new("/proc/kcore").exists()
+        );
+    }
+
+    #[test]
+    fn a_node_the_image_has_is_replaced() {
+        let b = Bundle::new(json!({}));
+        let null = b.touch("/dev/null");
+        let mut made = false;
+        let fake = Fake::answering(move |call| match call {
+            Recorded::Mknodat { path, .. } if path.ends_with("null") && !made => {
+                made = true;
+                Err(Errno::EEXIST)
+            }
+            _ => Ok(()),
+        });
+        create_devices(&b.config(), &b.root()).unwrap();
+        assert!(!null.exists(), "the image's file was removed");
+        let calls: Vec<_> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, Recorded::Mknodat { path, .. } | Recorded::Fchownat { path, .. } if *path == null))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                mknod(null.clone(), SFlag::S_IFCHR, 0o666, 1, 3),
+                mknod(null.clone(), SFlag::S_IFCHR, 0o666, 1, 3),
+                chown(null, 0, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn in_a_user_namespace_devices_are_the_hosts_bound() {
+        let mut b = Bundle::new(json!({}));
+        b.user_ns = true;
+        let fake = Fake::new();
+        create_devices(&b.config(), &b.root()).unwrap();
+        let expected: Vec<_> = DEFAULT_NAMES
+            .iter()
+            .map(|name| {
+                let host = format!("/dev/{name}");
+                Recorded::mount(
+                    Some(host.as_str()),
+                    b.at(&host),
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )
+            })
+            .collect();
+        assert_eq!(fake.calls(), expected);
+        for name in DEFAULT_NAMES {
+            assert!(b.at(&format!("/dev/{name}")).is_file(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_dev_bound_from_the_host_gets_no_devices_or_links() {
+        let b = Bundle::new(json!({"mounts": [
+            { "destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind"] }
+        ]}));
+        let fake = Fake::new();
+        create_devices(&b.config(), &b.root()).unwrap();
+        assert!(fake.calls().is_empty());
+        assert!(!b.at("/dev").exists());
+    }
+
+    #[test]
+    fn type_a_is_refused_by_field_before_any_device_is_made() {
+        let b = Bundle::new(json!({"linux": {"devices": [
+            { "path": "/dev/all", "type": "a", "major": 0, "minor": 0 }
+        ]}}));
+        let fake = Fake::new();
+        let err = create_devices(&b.config(), &b.root()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "linux.devices: /dev/all: type \"a\" is only valid in cgroup rules"
+        );
+        assert!(fake.calls().is_empty());
+    }
+
+    #[test]
+    fn a_device_that_cannot_be_made_is_named() {
+        let b = Bundle::new(json!({}));
+        let _fake = Fake::answering(|call| match call {
+            Recorded::Mknodat { .. } => Err(Errno::EPERM),
+            _ => Ok(()),
+        });
+        let err = create_devices(&b.config(), &b.root()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "creating device /dev/null: EPERM: Operation not permitted"
+        );
+        let _fake = Fake::answering(|call| match call {
+            Recorded::Fchownat { .. } => Err(Errno::EINVAL),
+            _ => Ok(()),
+        });
+        let err = create_devices(&b.config(), &b.root()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "changing owner of device /dev/null: EINVAL: Invalid argument"
+        );
     }
 }

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
 use super::resolve::{open_in_root, proc_fd_path, Create};
 use super::{locked_flags, path_err, MountPlan, Root, RootfsConfig, RootfsError};
+use crate::sys;
 
 /// Makes every mount of the spec, in order.
 pub fn mount_all(config: &RootfsConfig, root: &Root) -> Result<(), RootfsError> {
@@ -65,7 +66,7 @@ fn mount_one(config: &RootfsConfig, root: &Root, m: &Mount) -> Result<(), Rootfs
         .unwrap_or_else(|| fstype.into());
     let data = crate::lsm::with_mount_label(&plan.data, fstype, config.spec);
     let data = (!data.is_empty()).then_some(data.as_str());
-    match mount(
+    match sys::mount(
         Some(source.as_os_str()),
         &proc_fd_path(&target),
         Some(fstype),
@@ -124,12 +125,12 @@ fn bind(root: &Root, source: &Path, dest: &Path, plan: &MountPlan) -> Result<(),
     )
     .map_err(path_err("making", dest))?;
     check_proc_mount(root, &target, dest, ProcSource::of_bind(&src))?;
-    mount(
+    sys::mount(
         Some(&proc_fd_path(&src)),
         &proc_fd_path(&target),
-        None::<&str>,
+        None,
         MsFlags::MS_BIND | (plan.flags & MsFlags::MS_REC),
-        None::<&str>,
+        None,
     )
     .map_err(path_err("binding onto", dest))?;
     let remount = plan.remount_flags();
@@ -258,21 +259,15 @@ fn reopen(root: &Root, dest: &Path) -> Result<OwnedFd, RootfsError> {
 fn remount_bind(top: &OwnedFd, dest: &Path, flags: MsFlags) -> Result<(), RootfsError> {
     let path = proc_fd_path(top);
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-    match mount(
-        None::<&str>,
-        &path,
-        None::<&str>,
-        base | flags,
-        None::<&str>,
-    ) {
+    match sys::mount(None::<&str>, &path, None, base | flags, None) {
         Ok(()) => Ok(()),
         // Flags the source mount has and a user namespace may not clear.
-        Err(Errno::EPERM) => mount(
+        Err(Errno::EPERM) => sys::mount(
             None::<&str>,
             &path,
-            None::<&str>,
+            None,
             base | flags | locked_flags(&path),
-            None::<&str>,
+            None,
         )
         .map_err(path_err("remounting", dest)),
         Err(e) => Err(path_err("remounting", dest)(e)),
@@ -285,14 +280,8 @@ fn apply_propagation(root: &Root, dest: &Path, plan: &MountPlan) -> Result<(), R
     }
     let top = reopen(root, dest)?;
     for flag in &plan.propagation {
-        mount(
-            None::<&str>,
-            &proc_fd_path(&top),
-            None::<&str>,
-            *flag,
-            None::<&str>,
-        )
-        .map_err(path_err("setting propagation of", dest))?;
+        sys::mount(None::<&str>, &proc_fd_path(&top), None, *flag, None)
+            .map_err(path_err("setting propagation of", dest))?;
     }
     Ok(())
 }
@@ -315,7 +304,7 @@ fn mount_cgroup(
         }
     }
     let target = open_in_root(root.fd(), dest, Create::Dir).map_err(path_err("making", dest))?;
-    mount(
+    sys::mount(
         Some("tmpfs"),
         &proc_fd_path(&target),
         Some("tmpfs"),
@@ -363,7 +352,7 @@ fn mount_hierarchy(
             open_in_root(root.fd(), dest, Create::Dir).map_err(path_err("making", dest))?;
         let options = (!hierarchy.options.is_empty()).then_some(hierarchy.options.as_str());
         let fs_flags = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        mount(
+        sys::mount(
             Some(hierarchy.fstype),
             &proc_fd_path(&target),
             Some(hierarchy.fstype),
@@ -384,7 +373,27 @@ fn mount_hierarchy(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::Bundle;
+    use super::super::CgroupMountSource;
     use super::*;
+    use crate::sys::fake::{Fake, Recorded};
+    use serde_json::json;
+
+    /// A mount(2) with no source, type or data: a remount or a propagation
+    /// change.
+    fn change(target: PathBuf, flags: MsFlags) -> Recorded {
+        Recorded::mount(None, target, None, flags, None)
+    }
+
+    fn bind_of(source: &Path, target: PathBuf, flags: MsFlags) -> Recorded {
+        Recorded::mount(source.to_str(), target, None, flags, None)
+    }
+
+    fn mount_all_of(bundle: &Bundle) -> Result<(), String> {
+        mount_all(&bundle.config(), &bundle.root()).map_err(|e| e.to_string())
+    }
+
+    const REMOUNT: MsFlags = MsFlags::MS_BIND.union(MsFlags::MS_REMOUNT);
 
     #[test]
     fn outside_proc_anything_goes() {
@@ -444,6 +453,454 @@ mod tests {
         assert!(
             err.contains("/evil leads to /proc/sys cannot be mounted"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bind_binds_then_remounts_with_the_asked_flags_then_sets_propagation() {
+        let b = Bundle::new(json!({"mounts": [{
+            "destination": "/data", "type": "bind", "source": "src",
+            "options": ["rbind", "ro", "nosuid", "rprivate"]
+        }]}));
+        let source = b.path.join("src");
+        std::fs::create_dir(&source).unwrap();
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        let data = b.at("/data");
+        assert_eq!(
+            fake.calls(),
+            [
+                bind_of(&source, data.clone(), MsFlags::MS_BIND | MsFlags::MS_REC),
+                change(
+                    data.clone(),
+                    REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
+                ),
+                change(data.clone(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            ]
+        );
+        assert!(
+            data.is_dir(),
+            "the bind target of a directory is a directory"
+        );
+    }
+
+    #[test]
+    fn a_bind_of_a_file_makes_a_file_and_needs_no_remount_without_flags() {
+        let b = Bundle::new(json!({"mounts": [{
+            "destination": "/etc/hosts", "type": "bind", "source": "hosts",
+            "options": ["bind"]
+        }]}));
+        let source = b.path.join("hosts");
+        std::fs::write(&source, "127.0.0.1 localhost\n").unwrap();
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        let target = b.at("/etc/hosts");
+        assert_eq!(
+            fake.calls(),
+            [bind_of(&source, target.clone(), MsFlags::MS_BIND)]
+        );
+        assert!(target.is_file());
+    }
+
+    #[test]
+    fn a_bind_remount_refused_with_eperm_is_retried_keeping_the_locked_flags() {
+        let b = Bundle::new(json!({"mounts": [{
+            "destination": "/data", "type": "bind", "source": "src", "options": ["bind", "ro"]
+        }]}));
+        let source = b.path.join("src");
+        std::fs::create_dir(&source).unwrap();
+        let mut refused = false;
+        let fake = Fake::answering(move |call| match call {
+            Recorded::Mount { flags, .. } if flags.contains(MsFlags::MS_REMOUNT) && !refused => {
+                refused = true;
+                Err(Errno::EPERM)
+            }
+            _ => Ok(()),
+        });
+        mount_all_of(&b).unwrap();
+        let data = b.at("/data");
+        let asked = REMOUNT | MsFlags::MS_RDONLY;
+        assert_eq!(
+            fake.calls(),
+            [
+                bind_of(&source, data.clone(), MsFlags::MS_BIND),
+                change(data.clone(), asked),
+                change(data.clone(), asked | locked_flags(&data)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bind_remount_refused_twice_names_the_mount() {
+        let b = Bundle::new(json!({"mounts": [{
+            "destination": "/data", "type": "bind", "source": "src", "options": ["bind", "ro"]
+        }]}));
+        std::fs::create_dir(b.path.join("src")).unwrap();
+        let fake = Fake::answering(|call| match call {
+            Recorded::Mount { flags, .. } if flags.contains(MsFlags::MS_REMOUNT) => {
+                Err(Errno::EPERM)
+            }
+            _ => Ok(()),
+        });
+        assert_eq!(
+            mount_all_of(&b).unwrap_err(),
+            "mounts[0] (bind on /data): remounting /data: EPERM: Operation not permitted"
+        );
+        assert_eq!(fake.calls().len(), 3);
+    }
+
+    #[test]
+    fn a_tmpfs_is_mounted_once_with_its_flags_and_data() {
+        let b = Bundle::new(json!({"mounts": [
+            {
+                "destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]
+            },
+            { "destination": "/scratch", "type": "tmpfs", "source": "tmpfs" }
+        ]}));
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                Recorded::mount(
+                    Some("tmpfs"),
+                    b.at("/run"),
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+                    Some("mode=755,size=65536k"),
+                ),
+                Recorded::mount(
+                    Some("tmpfs"),
+                    b.at("/scratch"),
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_mount_label_is_added_to_the_data() {
+        let b = Bundle::new(json!({
+            "linux": { "mountLabel": "system_u:object_r:container_file_t:s0" },
+            "mounts": [{
+                "destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]
+            }]
+        }));
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [Recorded::mount(
+                Some("tmpfs"),
+                b.at("/run"),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("mode=755,context=\"system_u:object_r:container_file_t:s0\""),
+            )]
+        );
+    }
+
+    #[test]
+    fn dev_is_mounted_writable_whatever_the_spec_asks() {
+        let b = Bundle::new(json!({"mounts": [{
+            "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k", "ro"]
+        }]}));
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [Recorded::mount(
+                Some("tmpfs"),
+                b.at("/dev"),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+                Some("mode=755,size=65536k"),
+            )]
+        );
+    }
+
+    #[test]
+    fn a_failed_mount_names_its_index_type_and_destination() {
+        let b = Bundle::new(json!({"mounts": [
+            { "destination": "/run", "type": "tmpfs", "source": "tmpfs" },
+            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" },
+            { "destination": "/never", "type": "tmpfs", "source": "tmpfs" }
+        ]}));
+        let tmp = b.at("/tmp");
+        let fake = Fake::answering(move |call| match call {
+            Recorded::Mount { target, .. } if *target == tmp => Err(Errno::EACCES),
+            _ => Ok(()),
+        });
+        assert_eq!(
+            mount_all_of(&b).unwrap_err(),
+            "mounts[1] (tmpfs on /tmp): mounting on /tmp: EACCES: Permission denied"
+        );
+        assert_eq!(fake.calls().len(), 2, "nothing is mounted after a failure");
+    }
+
+    #[test]
+    fn sysfs_refused_in_a_user_namespace_is_the_hosts_bound() {
+        let spec = json!({"mounts": [{
+            "destination": "/sys", "type": "sysfs", "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"]
+        }]});
+        let refuse_sysfs = |call: &Recorded| match call {
+            Recorded::Mount { fstype, .. } if fstype.as_deref() == Some("sysfs") => {
+                Err(Errno::EPERM)
+            }
+            _ => Ok(()),
+        };
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+        let ro = flags | MsFlags::MS_RDONLY;
+
+        let mut b = Bundle::new(spec.clone());
+        b.user_ns = true;
+        let fake = Fake::answering(refuse_sysfs);
+        mount_all_of(&b).unwrap();
+        let sys = b.at("/sys");
+        assert_eq!(
+            fake.calls(),
+            [
+                Recorded::mount(Some("sysfs"), sys.clone(), Some("sysfs"), ro, None),
+                bind_of(
+                    Path::new("/sys"),
+                    sys.clone(),
+                    MsFlags::MS_BIND | MsFlags::MS_REC
+                ),
+                change(sys.clone(), REMOUNT | ro),
+            ]
+        );
+        drop(fake);
+
+        // Without a user namespace the refusal is the answer.
+        let b = Bundle::new(spec);
+        let _fake = Fake::answering(refuse_sysfs);
+        assert_eq!(
+            mount_all_of(&b).unwrap_err(),
+            "mounts[0] (sysfs on /sys): mounting on /sys: EPERM: Operation not permitted"
+        );
+    }
+
+    #[test]
+    fn a_mount_led_into_proc_by_a_symlink_is_refused_before_mounting() {
+        let b = Bundle::new(json!({"mounts": [
+            { "destination": "/evil", "type": "tmpfs", "source": "tmpfs" }
+        ]}));
+        b.mkdir("/proc/sys");
+        std::os::unix::fs::symlink("/proc/sys", b.at("/evil")).unwrap();
+        let fake = Fake::new();
+        assert_eq!(
+            mount_all_of(&b).unwrap_err(),
+            "mounts[0] (tmpfs on /evil): /evil leads to /proc/sys cannot be mounted \
+             because it is inside /proc"
+        );
+        assert!(fake.calls().is_empty());
+    }
+
+    #[test]
+    fn proc_takes_a_procfs_and_only_runcs_files_inside_it() {
+        let source = |b: &Bundle, name: &str| {
+            let path = b.path.join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            path
+        };
+        // A directory bound over /proc is not a procfs.
+        let b = Bundle::new(json!({"mounts": [
+            { "destination": "/proc", "type": "bind", "source": "fakeproc", "options": ["rbind"] }
+        ]}));
+        source(&b, "fakeproc");
+        let fake = Fake::new();
+        assert_eq!(
+            mount_all_of(&b).unwrap_err(),
+            "mounts[0] (bind on /proc): /proc cannot be mounted because it is not of type proc"
+        );
+        assert!(fake.calls().is_empty());
+        drop(fake);
+
+        // A proc mount is one; lxcfs's files may be bound inside it.
+        let b = Bundle::new(json!({"mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/proc/cpuinfo", "type": "bind", "source": "cpuinfo", "options": ["bind"] },
+            { "destination": "/proc/kcore", "type": "bind", "source": "kcore", "options": ["bind"] }
+        ]}));
+        std::fs::write(b.path.join("cpuinfo"), "").unwrap();
+        std::fs::write(b.path.join("kcore"), "").unwrap();
+        let fake = Fake::new();
+        assert_eq!(
+            mount_all_of(&b).unwrap_err(),
+            "mounts[2] (bind on /proc/kcore): /proc/kcore cannot be mounted because it is \
+             inside /proc"
+        );
+        assert_eq!(
+            fake.calls(),
+            [
+                Recorded::mount(
+                    Some("proc"),
+                    b.at("/proc"),
+                    Some("proc"),
+                    MsFlags::empty(),
+                    None
+                ),
+                bind_of(
+                    &b.path.join("cpuinfo"),
+                    b.at("/proc/cpuinfo"),
+                    MsFlags::MS_BIND
+                ),
+            ]
+        );
+    }
+
+    /// The spec's `/sys/fs/cgroup` mount, as runc's template writes it.
+    fn cgroup_mount_spec() -> serde_json::Value {
+        json!({"mounts": [{
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        }]})
+    }
+
+    fn hierarchy(b: &Bundle, name: &str, fstype: &'static str, options: &str) -> CgroupMountSource {
+        let host_dir = b.path.join("host-cgroup").join(name);
+        std::fs::create_dir_all(&host_dir).unwrap();
+        CgroupMountSource {
+            name: name.into(),
+            fstype,
+            options: options.into(),
+            host_dir,
+        }
+    }
+
+    const CGROUP_FLAGS: MsFlags = MsFlags::MS_NOSUID
+        .union(MsFlags::MS_NOEXEC)
+        .union(MsFlags::MS_NODEV)
+        .union(MsFlags::MS_RELATIME);
+
+    #[test]
+    fn on_cgroup_v2_the_mount_is_the_containers_cgroup2_or_its_cgroup_bound() {
+        let mut b = Bundle::new(cgroup_mount_spec());
+        let only = hierarchy(&b, "", "cgroup2", "");
+        b.cgroups = vec![only.clone()];
+        let dest = b.at("/sys/fs/cgroup");
+        let ro = CGROUP_FLAGS | MsFlags::MS_RDONLY;
+
+        b.cgroup_ns = true;
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [Recorded::mount(
+                Some("cgroup2"),
+                dest.clone(),
+                Some("cgroup2"),
+                ro,
+                None
+            )]
+        );
+        drop(fake);
+
+        b.cgroup_ns = false;
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                bind_of(
+                    &only.host_dir,
+                    dest.clone(),
+                    MsFlags::MS_BIND | MsFlags::MS_REC
+                ),
+                change(dest, REMOUNT | ro),
+            ]
+        );
+    }
+
+    #[test]
+    fn on_cgroup_v1_the_mount_is_a_tmpfs_with_a_directory_per_hierarchy() {
+        let mut b = Bundle::new(cgroup_mount_spec());
+        b.cgroups = vec![
+            hierarchy(&b, "memory", "cgroup", "memory"),
+            hierarchy(&b, "cpu,cpuacct", "cgroup", "cpu,cpuacct"),
+            hierarchy(&b, "unified", "cgroup2", ""),
+        ];
+        b.cgroup_ns = true;
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        let dest = b.at("/sys/fs/cgroup");
+        let ro = CGROUP_FLAGS | MsFlags::MS_RDONLY;
+        let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        assert_eq!(
+            fake.calls(),
+            [
+                // Read-only only once every hierarchy is in it.
+                Recorded::mount(
+                    Some("tmpfs"),
+                    dest.clone(),
+                    Some("tmpfs"),
+                    CGROUP_FLAGS | hidden,
+                    Some("mode=755")
+                ),
+                Recorded::mount(
+                    Some("cgroup"),
+                    dest.join("memory"),
+                    Some("cgroup"),
+                    ro,
+                    Some("memory")
+                ),
+                Recorded::mount(
+                    Some("cgroup"),
+                    dest.join("cpu,cpuacct"),
+                    Some("cgroup"),
+                    ro,
+                    Some("cpu,cpuacct")
+                ),
+                Recorded::mount(
+                    Some("cgroup2"),
+                    dest.join("unified"),
+                    Some("cgroup2"),
+                    ro,
+                    None
+                ),
+                change(dest.clone(), REMOUNT | MsFlags::MS_RDONLY | hidden),
+            ]
+        );
+        for part in ["cpu", "cpuacct"] {
+            assert_eq!(
+                std::fs::read_link(dest.join(part)).unwrap(),
+                Path::new("cpu,cpuacct"),
+                "{part}"
+            );
+        }
+    }
+
+    #[test]
+    fn on_cgroup_v1_without_a_cgroup_namespace_each_hierarchy_is_bound_from_the_host() {
+        let mut b = Bundle::new(cgroup_mount_spec());
+        b.cgroups = vec![
+            hierarchy(&b, "memory", "cgroup", "memory"),
+            hierarchy(&b, "pids", "cgroup", "pids"),
+        ];
+        let fake = Fake::new();
+        mount_all_of(&b).unwrap();
+        let dest = b.at("/sys/fs/cgroup");
+        let ro = CGROUP_FLAGS | MsFlags::MS_RDONLY;
+        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let calls = fake.calls();
+        assert_eq!(
+            calls[1..5],
+            [
+                bind_of(&b.cgroups[0].host_dir, dest.join("memory"), rbind),
+                change(dest.join("memory"), REMOUNT | ro),
+                bind_of(&b.cgroups[1].host_dir, dest.join("pids"), rbind),
+                change(dest.join("pids"), REMOUNT | ro),
+            ]
+        );
+        assert_eq!(
+            calls.len(),
+            6,
+            "a tmpfs, two binds and their remounts, the remount"
         );
     }
 }
