@@ -25,7 +25,9 @@ fn strings(v: &Value) -> Vec<String> {
 
 /// Fails unless `file` (a test source in this crate) uses `what`.
 fn used_in(file: &str, what: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(file);
     let text = std::fs::read_to_string(&path).expect("a test source");
     assert!(
         text.contains(what),

@@ -302,18 +302,41 @@ fn intermediate(config: &InitConfig, channel: &ChildEnd) -> Result<(), Failure> 
     } else {
         Role::Exec
     };
+    // The new process shares our channel: it says nothing until we have
+    // told the runtime its pid, or its first message (an exec'd process's
+    // `SeccompNotify`, quick to come) could overtake `InitPid`. It waits for
+    // the end of this pipe, which closes when we have sent it (or died).
+    let (gate, open_gate) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(fail("init.spawn"))?;
     // The new process is the runtime's child, not ours: the runtime waits
     // for it, and it dies with the runtime until it is ready.
     // SAFETY: this process is single-threaded (a clone of the runtime's only thread).
     match unsafe { super::clone::clone_process(libc::CLONE_PARENT as u64, None) }
         .map_err(fail("init.spawn"))?
     {
-        super::clone::Cloned::Child => child_main(config, channel, role),
+        super::clone::Cloned::Child => {
+            drop(open_gate);
+            wait_for_eof(&gate);
+            drop(gate);
+            child_main(config, channel, role)
+        }
         super::clone::Cloned::Parent { pid, .. } => {
-            channel
+            let sent = channel
                 .send(&InitMessage::InitPid { pid: pid.as_raw() })
-                .map_err(fail("init.spawn"))?;
-            Ok(())
+                .map_err(fail("init.spawn"));
+            drop(open_gate);
+            sent
+        }
+    }
+}
+
+/// Blocks until every write end of the pipe `read_end` is closed.
+fn wait_for_eof(read_end: &OwnedFd) {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(read_end, &mut byte) {
+            Err(Errno::EINTR) => continue,
+            Ok(n) if n > 0 => continue,
+            _ => return,
         }
     }
 }
