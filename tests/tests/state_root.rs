@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use lucid_tests::prometheus::{http_get, Exporter};
@@ -275,40 +275,9 @@ fn make(root: &Path, outside: &Path, name: &str, kind: Kind, rng: &mut Rng) -> V
 /// Runs `lucid ARGS`, killing it (by pid) and failing the test if it has not
 /// ended within [`COMMAND_SECS`].
 fn bounded(rt: &Runtime, args: &[&str], seed: u64) -> Output {
-    let mut stdout = tempfile::tempfile().expect("a temporary file");
-    let mut stderr = tempfile::tempfile().expect("a temporary file");
-    let mut child = rt
-        .command()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout.try_clone().expect("duplicating a descriptor"))
-        .stderr(stderr.try_clone().expect("duplicating a descriptor"))
-        .spawn()
-        .expect("running lucid");
-    let deadline = lucid_tests::deadline(COMMAND_SECS);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for lucid") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("seed {seed}: lucid {args:?} did not end within {COMMAND_SECS} s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let read = |f: &mut std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut bytes = Vec::new();
-        f.rewind().expect("rewinding");
-        f.read_to_end(&mut bytes).expect("reading");
-        bytes
-    };
-    Output {
-        status,
-        stdout: read(&mut stdout),
-        stderr: read(&mut stderr),
-    }
+    rt.lucid_within(COMMAND_SECS, args).unwrap_or_else(|| {
+        panic!("seed {seed}: lucid {args:?} did not end within {COMMAND_SECS} s")
+    })
 }
 
 /// The exporter's peak resident memory so far (VmHWM), in KiB.
